@@ -1,0 +1,171 @@
+// DDPM / DDIM step kernels: one fused elementwise dispatch per denoising step (`step`), and
+// for dynamic thresholding a per-sample quantile of |x0| computed on the GPU (`threshold`),
+// dispatched just before it in the same pass.
+//
+// Bindings (group 0):
+//   0 params      uniform, dynamic offset: this step's StepParams, one entry of a per-run table
+//   1 sample      storage read_write f32 [B, C, H, W] row-major: x_t in, x_{t-1} out, in place
+//   2 model_out   storage read f32 [B, Cm, H, W]: the model's prediction; Cm = C, or 2C when the
+//                 second half is a learned variance (channel c's variance is at channel C + c)
+//   3 noise       storage read f32 [B, C, H, W]: this step's noise (read only when it adds noise)
+//   4 thresholds  storage read_write f32 [B]: the dynamic threshold s of each sample
+//   5 x0_out      storage read_write f32 [B, C, H, W]: the clipped x0 prediction (when write_x0 = 1)
+//
+// Per element, with x = sample, m = model output:
+//   x0   = x0_from_sample * x + x0_from_model * m, then clamped (clip_mode 1) or thresholded (2)
+//   eps  = eps_from_sample * x + eps_from_model * m + eps_from_x0 * x0
+//   prev = prev_from_x0 * x0 + prev_from_eps * eps + prev_from_sample * x + std * noise
+// where std is noise_std (variance_mode 1), sqrt(v) (2: learned) or
+// exp(0.5 * mix(min_log, max_log, (v + 1) / 2)) (3: learned_range), v the model's variance
+// channel, and there is no noise term for variance_mode 0. The host derives every coefficient
+// (src/sampler/plan.rs).
+
+struct StepParams {
+    x0_from_sample: f32,
+    x0_from_model: f32,
+    eps_from_sample: f32,
+    eps_from_model: f32,
+    eps_from_x0: f32,
+    prev_from_x0: f32,
+    prev_from_eps: f32,
+    prev_from_sample: f32,
+    noise_std: f32,
+    variance_mode: u32,
+    min_log: f32,
+    max_log: f32,
+    clip_mode: u32,
+    clip_range: f32,
+    quantile_low: u32,
+    quantile_high: u32,
+    quantile_weight: f32,
+    threshold_max: f32,
+    sample_stride: u32,
+    model_stride: u32,
+    total: u32,
+    write_x0: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: StepParams;
+@group(0) @binding(1) var<storage, read_write> sample: array<f32>;
+@group(0) @binding(2) var<storage, read> model_out: array<f32>;
+@group(0) @binding(3) var<storage, read> noise: array<f32>;
+@group(0) @binding(4) var<storage, read_write> thresholds: array<f32>;
+@group(0) @binding(5) var<storage, read_write> x0_out: array<f32>;
+
+const WORKGROUP_SIZE: u32 = 256u;
+
+fn raw_x0(x: f32, m: f32) -> f32 {
+    return p.x0_from_sample * x + p.x0_from_model * m;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn step(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let i = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
+    if (i >= p.total) {
+        return;
+    }
+    let b = i / p.sample_stride;
+    let mi = b * p.model_stride + (i - b * p.sample_stride);
+    let x = sample[i];
+    let m = model_out[mi];
+    var x0 = raw_x0(x, m);
+    if (p.clip_mode == 1u) {
+        x0 = clamp(x0, -p.clip_range, p.clip_range);
+    } else if (p.clip_mode == 2u) {
+        let s = thresholds[b];
+        x0 = clamp(x0, -s, s) / s;
+    }
+    let eps = p.eps_from_sample * x + p.eps_from_model * m + p.eps_from_x0 * x0;
+    var prev = p.prev_from_x0 * x0 + p.prev_from_eps * eps + p.prev_from_sample * x;
+    switch p.variance_mode {
+        case 1u: {
+            prev += p.noise_std * noise[i];
+        }
+        case 2u: {
+            prev += sqrt(model_out[mi + p.sample_stride]) * noise[i];
+        }
+        case 3u: {
+            let frac = (model_out[mi + p.sample_stride] + 1.0) / 2.0;
+            let log_variance = frac * p.max_log + (1.0 - frac) * p.min_log;
+            prev += exp(0.5 * log_variance) * noise[i];
+        }
+        default: {}
+    }
+    sample[i] = prev;
+    if (p.write_x0 == 1u) {
+        x0_out[i] = x0;
+    }
+}
+
+var<workgroup> histogram: array<atomic<u32>, 256>;
+var<workgroup> chosen_digit: u32;
+var<workgroup> chosen_rank: u32;
+
+// The bits of the `rank`-th smallest |x0| (0-based) of sample `b`, by a 4-pass radix select
+// over the float bit patterns (for non-negative floats, unsigned order is numeric order).
+fn select_rank(b: u32, local: u32, rank: u32) -> u32 {
+    var prefix = 0u;
+    var mask = 0u;
+    var remaining = rank;
+    for (var round = 0u; round < 4u; round++) {
+        let shift = 24u - 8u * round;
+        atomicStore(&histogram[local], 0u);
+        workgroupBarrier();
+        for (var r = local; r < p.sample_stride; r += WORKGROUP_SIZE) {
+            let x = sample[b * p.sample_stride + r];
+            let m = model_out[b * p.model_stride + r];
+            let bits = bitcast<u32>(abs(raw_x0(x, m)));
+            if ((bits & mask) == prefix) {
+                atomicAdd(&histogram[(bits >> shift) & 255u], 1u);
+            }
+        }
+        workgroupBarrier();
+        if (local == 0u) {
+            var below = 0u;
+            var digit = 255u;
+            for (var d = 0u; d < 256u; d++) {
+                let count = atomicLoad(&histogram[d]);
+                if (remaining < below + count) {
+                    digit = d;
+                    break;
+                }
+                below += count;
+            }
+            chosen_digit = digit;
+            chosen_rank = remaining - below;
+        }
+        let digit = workgroupUniformLoad(&chosen_digit);
+        remaining = workgroupUniformLoad(&chosen_rank);
+        prefix |= digit << shift;
+        mask |= 255u << shift;
+    }
+    return prefix;
+}
+
+// One workgroup per sample: s = clamp(quantile(|x0|, ratio), 1, sample_max_value), with
+// torch.quantile's linear interpolation between the ranks the host computed.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn threshold(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let b = group.x;
+    let low = bitcast<f32>(select_rank(b, local, p.quantile_low));
+    let high = bitcast<f32>(select_rank(b, local, p.quantile_high));
+    if (local == 0u) {
+        let w = p.quantile_weight;
+        var q: f32;
+        if (w < 0.5) {
+            q = low + w * (high - low);
+        } else {
+            q = high - (high - low) * (1.0 - w);
+        }
+        thresholds[b] = clamp(q, 1.0, p.threshold_max);
+    }
+}

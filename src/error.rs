@@ -1,0 +1,92 @@
+//! The crate's error type: every failure names what was wrong and what was expected.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No GPU adapter matched the request.
+    #[error("no usable GPU adapter: {reason}{hint}")]
+    NoAdapter {
+        /// What was asked for and what was found.
+        reason: String,
+        /// How to get an adapter on this platform (empty when there is nothing to suggest).
+        hint: &'static str,
+    },
+
+    /// The adapter refused to open a device.
+    #[error("could not open a device on adapter `{adapter}`: {message}")]
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// wgpu's explanation.
+        message: String,
+    },
+
+    /// A GPU operation failed after the device was open (mapping, device loss, out of memory).
+    #[error("GPU error while {during}: {message}")]
+    Gpu {
+        /// What the crate was doing.
+        during: String,
+        /// wgpu's explanation.
+        message: String,
+    },
+
+    /// A buffer would exceed the device's limits.
+    #[error(
+        "tensor `{tensor}` needs {bytes} bytes, over the device's {limit_name} of {limit} bytes"
+    )]
+    TooLarge {
+        /// The tensor's name.
+        tensor: String,
+        /// Bytes it needs.
+        bytes: u64,
+        /// Which limit it exceeds.
+        limit_name: &'static str,
+        /// The limit's value.
+        limit: u64,
+    },
+
+    /// A configuration field (from a JSON file or built in code) is missing, mistyped or out of range.
+    #[error("{source_name}: `{key}`: {message}")]
+    Config {
+        /// The file (or "scheduler config" when built in code).
+        source_name: String,
+        /// The offending key.
+        key: String,
+        /// What was expected.
+        message: String,
+    },
+
+    /// A sampler setting is out of range.
+    #[error("invalid sampler setting `{setting}`: {message}")]
+    InvalidSetting {
+        /// The setting's name.
+        setting: &'static str,
+        /// What was expected.
+        message: String,
+    },
+
+    /// A tensor has the wrong shape or length.
+    #[error("tensor `{tensor}`: expected {expected}, got {found}")]
+    Shape {
+        /// The tensor's name.
+        tensor: String,
+        /// What was expected.
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for results with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,145 @@
+//! Compute kernels described by a static spec (WGSL source, entry point, bindings) and compiled
+//! once per device with an explicit bind-group layout.
+
+/// Threads per workgroup of every one-dimensional (elementwise) kernel in `shaders/`.
+pub const WORKGROUP_SIZE: u32 = 256;
+
+/// The kind of one binding in group 0 of a kernel, in binding-index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// A uniform buffer bound with a dynamic offset (one entry of a per-step table).
+    DynamicUniform,
+    /// A uniform buffer.
+    Uniform,
+    /// A read-only storage buffer.
+    StorageRead,
+    /// A read-write storage buffer.
+    StorageReadWrite,
+}
+
+/// A compute kernel: a WGSL source, the entry point to run and its bindings (all in group 0).
+#[derive(Debug)]
+pub struct KernelSpec {
+    /// Name used for labels and as part of the cache key.
+    pub name: &'static str,
+    /// The WGSL module's text.
+    pub source: &'static str,
+    /// The entry point to run.
+    pub entry_point: &'static str,
+    /// Bindings 0.. of group 0.
+    pub bindings: &'static [Binding],
+}
+
+/// A compiled compute pipeline and its bind-group layout.
+#[derive(Debug)]
+pub struct Kernel {
+    name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    pub(crate) fn new(device: &wgpu::Device, spec: &KernelSpec) -> Self {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
+            .bindings
+            .iter()
+            .enumerate()
+            .map(|(index, binding)| {
+                let (ty, has_dynamic_offset) = match binding {
+                    Binding::DynamicUniform => (wgpu::BufferBindingType::Uniform, true),
+                    Binding::Uniform => (wgpu::BufferBindingType::Uniform, false),
+                    Binding::StorageRead => {
+                        (wgpu::BufferBindingType::Storage { read_only: true }, false)
+                    }
+                    Binding::StorageReadWrite => {
+                        (wgpu::BufferBindingType::Storage { read_only: false }, false)
+                    }
+                };
+                wgpu::BindGroupLayoutEntry {
+                    binding: index as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty,
+                        has_dynamic_offset,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(spec.name),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(spec.name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(spec.name),
+            source: wgpu::ShaderSource::Wgsl(spec.source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(spec.name),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(spec.entry_point),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Self {
+            name: spec.name,
+            pipeline,
+            layout,
+        }
+    }
+
+    /// Binds whole buffers, or buffer ranges, to bindings 0.. in order.
+    pub fn bind_group(
+        &self,
+        device: &wgpu::Device,
+        resources: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .iter()
+            .enumerate()
+            .map(|(index, resource)| wgpu::BindGroupEntry {
+                binding: index as u32,
+                resource: resource.clone(),
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+
+    /// Records one dispatch of `workgroups` into `pass`.
+    pub fn dispatch(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        bind_group: &wgpu::BindGroup,
+        dynamic_offsets: &[u32],
+        workgroups: [u32; 3],
+    ) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, bind_group, dynamic_offsets);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+    }
+
+    /// The workgroup grid that covers `threads` elementwise invocations of [`WORKGROUP_SIZE`],
+    /// folded into two dimensions when one would exceed `max_per_dimension`. Kernels recover
+    /// the flat index as `(wg.y * num_workgroups.x + wg.x) * WORKGROUP_SIZE + local`.
+    pub fn grid_for(threads: usize, max_per_dimension: u32) -> [u32; 3] {
+        let groups = threads.div_ceil(WORKGROUP_SIZE as usize).max(1) as u64;
+        let max = u64::from(max_per_dimension.max(1));
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            let y = groups.div_ceil(max);
+            [groups.div_ceil(y) as u32, y as u32, 1]
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! # diffusion-wgpu
+//!
+//! Diffusion sampling (DDPM and DDIM, following Hugging Face diffusers' schedulers) on any GPU
+//! through wgpu compute shaders. The host owns the noise schedule and the loop; every step's
+//! elementwise math runs in WGSL over GPU buffers, and the sample stays on the GPU.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use diffusion_wgpu::{Gpu, GpuOptions, LinearNoiseModel, NoiseSource, Sampler, SamplerSettings, SchedulerConfig};
+//!
+//! let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
+//! let sampler = Sampler::new(gpu, SchedulerConfig::default())?;
+//! let model = LinearNoiseModel::new(0.1);
+//! let x0 = sampler.sample(&model, [2, 3, 8, 8], &SamplerSettings::ddim(50, 0.0), NoiseSource::Seed(7), &mut |_| {})?;
+//! assert_eq!(x0.len(), 2 * 3 * 8 * 8);
+//! # Ok::<(), diffusion_wgpu::Error>(())
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod model;
+pub mod sampler;
+pub mod schedule;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions, GpuTensor};
+pub use model::{LinearNoiseModel, NoiseModel};
+pub use sampler::{Method, NoiseSource, Sampler, SamplerSettings, StepOutput, StepProgress};
+pub use schedule::{
+    BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
+    VarianceType,
+};

@@ -1,0 +1,248 @@
+//! Host side of shaders/step.wgsl: the per-step parameter table (uploaded once per run and
+//! bound with a dynamic offset), the run's buffers and bind group, and the dispatches.
+
+use std::sync::Arc;
+
+use super::plan::{Clip, Plan, StepNoise};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec};
+
+const STEP_SOURCE: &str = include_str!("../../shaders/step.wgsl");
+const STEP_BINDINGS: &[Binding] = &[
+    Binding::DynamicUniform,
+    Binding::StorageReadWrite,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageReadWrite,
+    Binding::StorageReadWrite,
+];
+static STEP: KernelSpec = KernelSpec {
+    name: "step",
+    source: STEP_SOURCE,
+    entry_point: "step",
+    bindings: STEP_BINDINGS,
+};
+static THRESHOLD: KernelSpec = KernelSpec {
+    name: "step",
+    source: STEP_SOURCE,
+    entry_point: "threshold",
+    bindings: STEP_BINDINGS,
+};
+
+/// Mirrors `StepParams` in shaders/step.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct StepParams {
+    x0_from_sample: f32,
+    x0_from_model: f32,
+    eps_from_sample: f32,
+    eps_from_model: f32,
+    eps_from_x0: f32,
+    prev_from_x0: f32,
+    prev_from_eps: f32,
+    prev_from_sample: f32,
+    noise_std: f32,
+    variance_mode: u32,
+    min_log: f32,
+    max_log: f32,
+    clip_mode: u32,
+    clip_range: f32,
+    quantile_low: u32,
+    quantile_high: u32,
+    quantile_weight: f32,
+    threshold_max: f32,
+    sample_stride: u32,
+    model_stride: u32,
+    total: u32,
+    write_x0: u32,
+    _pad: [u32; 2],
+}
+
+/// The buffers and bind group of one run: the sample (in place), the model's output, this
+/// step's noise, the per-sample thresholds, the x0 prediction and the parameter table.
+pub(crate) struct StepRun {
+    step: Arc<Kernel>,
+    threshold: Option<Arc<Kernel>>,
+    stride: u32,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+    batch: u32,
+    /// The model writes its prediction here.
+    pub model_output: GpuTensor,
+    /// Each noisy step's noise is uploaded here before its submit.
+    pub noise: GpuTensor,
+    /// The clipped x0 prediction, written when the plan asks for it.
+    pub x0: GpuTensor,
+}
+
+impl StepRun {
+    /// Allocates the run's buffers for `sample` ([B, C, H, W]) and uploads `plan`'s table.
+    pub fn new(
+        gpu: &Gpu,
+        plan: &Plan,
+        sample: &GpuTensor,
+        model_channels: usize,
+        write_x0: bool,
+    ) -> Result<Self> {
+        let &[batch, channels, height, width] = sample.shape() else {
+            return Err(Error::Shape {
+                tensor: sample.name().to_string(),
+                expected: "4 dimensions [B, C, H, W]".into(),
+                found: format!("{:?}", sample.shape()),
+            });
+        };
+        let expected_channels = if plan.learned_variance {
+            2 * channels
+        } else {
+            channels
+        };
+        if model_channels != expected_channels {
+            return Err(Error::Shape {
+                tensor: "model output".into(),
+                expected: format!(
+                    "{expected_channels} channels for a {channels}-channel sample{}",
+                    if plan.learned_variance {
+                        " with a learned variance"
+                    } else {
+                        ""
+                    }
+                ),
+                found: format!("{model_channels} channels"),
+            });
+        }
+        let sample_stride = channels * height * width;
+        let total = sample.len();
+        if total > u32::MAX as usize / 2 || batch == 0 || sample_stride == 0 {
+            return Err(Error::Shape {
+                tensor: sample.name().to_string(),
+                expected: "a non-empty sample of fewer than 2^31 elements".into(),
+                found: format!("{:?}", sample.shape()),
+            });
+        }
+        let limits = gpu.limits();
+        if batch > limits.max_compute_workgroups_per_dimension as usize {
+            return Err(Error::Shape {
+                tensor: sample.name().to_string(),
+                expected: format!(
+                    "a batch of at most {}",
+                    limits.max_compute_workgroups_per_dimension
+                ),
+                found: format!("{batch}"),
+            });
+        }
+
+        let (clip_mode, clip_range, quantile, threshold_max) = match plan.clip {
+            Clip::None => (0, 0.0, (0, 0, 0.0), 0.0),
+            Clip::Clamp(range) => (1, range, (0, 0, 0.0), 0.0),
+            Clip::Threshold { ratio, max } => (2, 0.0, quantile_ranks(ratio, sample_stride), max),
+        };
+        let table: Vec<StepParams> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                let (variance_mode, noise_std, min_log, max_log) = match s.noise {
+                    StepNoise::None => (0, 0.0, 0.0, 0.0),
+                    StepNoise::Fixed(std) => (1, std, 0.0, 0.0),
+                    StepNoise::Learned => (2, 0.0, 0.0, 0.0),
+                    StepNoise::LearnedRange { min_log, max_log } => (3, 0.0, min_log, max_log),
+                };
+                StepParams {
+                    x0_from_sample: s.x0_from_sample,
+                    x0_from_model: s.x0_from_model,
+                    eps_from_sample: s.eps_from_sample,
+                    eps_from_model: s.eps_from_model,
+                    eps_from_x0: s.eps_from_x0,
+                    prev_from_x0: s.prev_from_x0,
+                    prev_from_eps: s.prev_from_eps,
+                    prev_from_sample: s.prev_from_sample,
+                    noise_std,
+                    variance_mode,
+                    min_log,
+                    max_log,
+                    clip_mode,
+                    clip_range,
+                    quantile_low: quantile.0,
+                    quantile_high: quantile.1,
+                    quantile_weight: quantile.2,
+                    threshold_max,
+                    sample_stride: sample_stride as u32,
+                    model_stride: (model_channels * height * width) as u32,
+                    total: total as u32,
+                    write_x0: u32::from(write_x0),
+                    _pad: [0; 2],
+                }
+            })
+            .collect();
+
+        let entry_size = std::mem::size_of::<StepParams>() as u32;
+        let stride = entry_size.next_multiple_of(limits.min_uniform_buffer_offset_alignment);
+        let mut bytes = vec![0u8; stride as usize * table.len().max(1)];
+        for (i, entry) in table.iter().enumerate() {
+            let start = i * stride as usize;
+            bytes[start..start + entry_size as usize].copy_from_slice(bytemuck::bytes_of(entry));
+        }
+        let device = gpu.device();
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step params"),
+            size: bytes.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        gpu.queue().write_buffer(&params, 0, &bytes);
+
+        let model_output =
+            GpuTensor::zeros(gpu, &[batch, model_channels, height, width], "model output")?;
+        let noise = GpuTensor::zeros(gpu, sample.shape(), "step noise")?;
+        let x0 = GpuTensor::zeros(gpu, sample.shape(), "predicted x0")?;
+        let thresholds = GpuTensor::zeros(gpu, &[batch], "thresholds")?;
+        let step = gpu.kernel(&STEP);
+        let bind_group = step.bind_group(
+            device,
+            &[
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(u64::from(entry_size)),
+                }),
+                sample.buffer().as_entire_binding(),
+                model_output.buffer().as_entire_binding(),
+                noise.buffer().as_entire_binding(),
+                thresholds.buffer().as_entire_binding(),
+                x0.buffer().as_entire_binding(),
+            ],
+        );
+        Ok(Self {
+            step,
+            threshold: matches!(plan.clip, Clip::Threshold { .. }).then(|| gpu.kernel(&THRESHOLD)),
+            stride,
+            bind_group,
+            grid: Kernel::grid_for(total, limits.max_compute_workgroups_per_dimension),
+            batch: batch as u32,
+            model_output,
+            noise,
+            x0,
+        })
+    }
+
+    /// Records step `index` of the plan (its threshold pass first, when thresholding).
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, index: usize) {
+        let offset = [index as u32 * self.stride];
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("denoising step"),
+            timestamp_writes: None,
+        });
+        if let Some(threshold) = &self.threshold {
+            threshold.dispatch(&mut pass, &self.bind_group, &offset, [self.batch, 1, 1]);
+        }
+        self.step
+            .dispatch(&mut pass, &self.bind_group, &offset, self.grid);
+    }
+}
+
+/// torch.quantile's linear interpolation: the ranks below and above `ratio * (n - 1)` (computed
+/// in f32, as torch does for a float32 input) and the weight between them.
+fn quantile_ranks(ratio: f32, n: usize) -> (u32, u32, f32) {
+    let rank = ratio * (n - 1) as f32;
+    let low = rank.floor();
+    (low as u32, rank.ceil() as u32, rank - low)
+}
