@@ -31,7 +31,7 @@ pub(crate) struct NoiseStream<'a> {
 }
 
 enum StreamSource<'a> {
-    Seeded(ChaCha8Rng),
+    Seeded(Box<ChaCha8Rng>),
     Explicit(&'a [f32]),
 }
 
@@ -47,7 +47,7 @@ impl<'a> NoiseStream<'a> {
             NoiseSource::Seed(seed) => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let initial = draw(&mut rng, len);
-                let source = StreamSource::Seeded(rng);
+                let source = StreamSource::Seeded(Box::new(rng));
                 Ok((initial, Self { len, source }))
             }
             NoiseSource::Explicit { initial, per_step } => {

@@ -116,7 +116,8 @@ pub(crate) struct StepCoefficients {
 pub(crate) struct Plan {
     pub steps: Vec<StepCoefficients>,
     pub clip: Clip,
-    /// Whether the model must output 2C channels (a learned variance).
+    /// Whether the model outputs 2C channels (a learned variance). DDPM uses the second half
+    /// for its noise; DDIM reads only the first half.
     pub learned_variance: bool,
 }
 
@@ -206,11 +207,10 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
     } else {
         Clip::None
     };
-    let learned_variance = settings.method == Method::Ddpm
-        && matches!(
-            config.variance_type,
-            VarianceType::Learned | VarianceType::LearnedRange
-        );
+    let learned_variance = matches!(
+        config.variance_type,
+        VarianceType::Learned | VarianceType::LearnedRange
+    );
     Ok(Plan {
         steps,
         clip,
