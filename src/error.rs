@@ -58,6 +58,18 @@ pub enum Error {
         message: String,
     },
 
+    /// A checkpoint file (safetensors) is malformed, or a tensor in it is missing, has the wrong
+    /// shape or dtype, holds NaN or infinite values, or is not used by the config.
+    #[error("{file}: tensor `{tensor}`: {message}")]
+    Checkpoint {
+        /// The file.
+        file: String,
+        /// The tensor (`(header)` or `(file)` when the problem is not one tensor's).
+        tensor: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+
     /// A sampler setting is out of range.
     #[error("invalid sampler setting `{setting}`: {message}")]
     InvalidSetting {
