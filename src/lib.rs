@@ -24,6 +24,7 @@ pub mod schedule;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, GpuTensor};
+pub use model::unet::{Unet, UnetConfig};
 pub use model::{LinearNoiseModel, NoiseModel};
 pub use sampler::{Method, NoiseSource, Sampler, SamplerSettings, StepOutput, StepProgress};
 pub use schedule::{

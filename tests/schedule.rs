@@ -159,7 +159,7 @@ fn config_error(json: &str) -> (String, String) {
 fn config_json_reads_diffusers_files_and_names_bad_keys() {
     let cifar = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/diffusers/ddpm_cifar10_32_scheduler_config.json"
+        "/tests/fixtures/diffusers/ddpm_cifar10_32/scheduler_config.json"
     ))
     .unwrap();
     let config = SchedulerConfig::from_json_str(&cifar, "cifar").unwrap();

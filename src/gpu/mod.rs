@@ -1,6 +1,7 @@
 //! The GPU layer: the device and queue (opened here or borrowed from the host app), the
 //! compute-kernel cache and the tensor type. Knows nothing about diffusion.
 
+pub mod elementwise;
 mod kernel;
 mod tensor;
 

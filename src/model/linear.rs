@@ -4,18 +4,8 @@ use std::sync::Mutex;
 
 use super::NoiseModel;
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec};
-
-static SCALE: KernelSpec = KernelSpec {
-    name: "scale",
-    source: include_str!("../../shaders/scale.wgsl"),
-    entry_point: "scale",
-    bindings: &[
-        Binding::Uniform,
-        Binding::StorageRead,
-        Binding::StorageReadWrite,
-    ],
-};
+use crate::gpu::elementwise::{AFFINE, ElementwiseParams};
+use crate::gpu::{Gpu, GpuTensor, Kernel};
 
 /// A model whose prediction is `factor * x`, independent of the timestep: with factor 0.1 it is
 /// the toy model the diffusers reference trajectories were made with.
@@ -30,14 +20,6 @@ struct BoundBuffers {
     output: wgpu::Buffer,
     params: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ScaleParams {
-    factor: f32,
-    len: u32,
-    _pad: [u32; 2],
 }
 
 impl LinearNoiseModel {
@@ -66,7 +48,7 @@ impl NoiseModel for LinearNoiseModel {
                 found: format!("{:?}", output.shape()),
             });
         }
-        let kernel = gpu.kernel(&SCALE);
+        let kernel = gpu.kernel(&AFFINE);
         let device = gpu.device();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let bound = match state.take() {
@@ -75,8 +57,8 @@ impl NoiseModel for LinearNoiseModel {
             }
             _ => {
                 let params = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("scale params"),
-                    size: std::mem::size_of::<ScaleParams>() as u64,
+                    label: Some("linear noise model params"),
+                    size: std::mem::size_of::<ElementwiseParams>() as u64,
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 });
@@ -84,6 +66,7 @@ impl NoiseModel for LinearNoiseModel {
                     device,
                     &[
                         params.as_entire_binding(),
+                        sample.buffer().as_entire_binding(),
                         sample.buffer().as_entire_binding(),
                         output.buffer().as_entire_binding(),
                     ],
@@ -96,11 +79,7 @@ impl NoiseModel for LinearNoiseModel {
                 })
             }
         };
-        let params = ScaleParams {
-            factor: self.factor,
-            len: sample.len() as u32,
-            _pad: [0; 2],
-        };
+        let params = ElementwiseParams::affine(sample.len(), self.factor, 0.0);
         gpu.queue()
             .write_buffer(&bound.params, 0, bytemuck::bytes_of(&params));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

@@ -1,6 +1,7 @@
 //! Noise-prediction models: the trait the sampler drives, and an analytic test model.
 
 mod linear;
+pub mod unet;
 
 pub use linear::LinearNoiseModel;
 
