@@ -44,11 +44,21 @@ struct Stored {
 }
 
 /// The tensors of a safetensors checkpoint, converted to f32 and keyed by (modern) name.
-#[derive(Debug)]
 pub struct Weights {
     file: String,
     tensors: HashMap<String, Stored>,
     taken: HashSet<String>,
+}
+
+impl std::fmt::Debug for Weights {
+    /// The file and the tensor counts (not the values).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Weights")
+            .field("file", &self.file)
+            .field("remaining", &self.tensors.len())
+            .field("taken", &self.taken.len())
+            .finish()
+    }
 }
 
 impl Weights {
