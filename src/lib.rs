@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod model;
 pub mod sampler;
 pub mod schedule;

@@ -1,16 +1,19 @@
 //! `diffusion-wgpu`: the command-line tool. Argument parsing and output only; everything it
 //! does is a library call an app could make too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use diffusion_wgpu::io::{read_tensors, take_tensor, write_png_grid, write_tensors};
+use diffusion_wgpu::model::unet::ModelFiles;
 use diffusion_wgpu::{
-    Gpu, GpuOptions, LinearNoiseModel, NoiseSource, PrevTimestep, Sampler, SamplerSettings,
-    SchedulerConfig, TimestepSpacing,
+    Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep,
+    Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Unet,
 };
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +29,10 @@ struct Cli {
 enum Command {
     /// Print the GPU adapter, backend, device type and the limits that matter.
     Info,
+    /// Sample images with a diffusers UNet2DModel checkpoint.
+    Sample(SampleArgs),
+    /// One U-Net forward pass: IN holds `sample` [B,C,H,W] and `timesteps` [B]; OUT gets `eps`.
+    Forward(ForwardArgs),
     /// Sample with the analytic toy model eps = 0.1 * x (checks the whole pipeline end to end).
     Toy(ToyArgs),
 }
@@ -43,8 +50,9 @@ enum Spacing {
     Trailing,
 }
 
+/// The sampler and schedule options shared by `sample` and `toy`.
 #[derive(clap::Args)]
-struct ToyArgs {
+struct SamplingArgs {
     /// The sampling algorithm.
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerKind,
@@ -57,13 +65,7 @@ struct ToyArgs {
     /// Seed of the host RNG that draws x_T and the step noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Batch size.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    /// Image side in pixels (3 channels).
-    #[arg(long, default_value_t = 32)]
-    size: usize,
-    /// A diffusers scheduler_config.json (defaults: diffusers' DDIM/DDPM defaults).
+    /// A diffusers scheduler_config.json (default: the model folder's, else diffusers' defaults).
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
     /// Override the config's timestep spacing.
@@ -72,6 +74,61 @@ struct ToyArgs {
     /// DDIM: step to the next listed timestep instead of diffusers' `t - T // N`.
     #[arg(long)]
     exact_prev_timestep: bool,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// A diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors) or a
+    /// pipeline folder with unet/ and scheduler/.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Number of images (ignored with --init).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Image side in pixels (default: the model's sample_size).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Class label for class-conditional models: one for all images, or one per image
+    /// separated by commas.
+    #[arg(long, value_delimiter = ',')]
+    class: Vec<u32>,
+    /// A safetensors file with `x_T` [B,C,H,W], the starting noise.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// A safetensors file with `noise` [steps,B,C,H,W], the noise each step adds, in order.
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Output: a .png image grid, or a .safetensors file with `x0` [B,C,H,W].
+    #[arg(long, default_value = "samples.png")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ForwardArgs {
+    /// A diffusers UNet2DModel folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// A safetensors file with `sample` (f32 [B,C,H,W]) and `timesteps` (int [B]), and
+    /// `class_labels` (int [B]) for class-conditional models.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write `eps` (f32 [B,C,H,W]), the model's raw output.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ToyArgs {
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Batch size.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Image side in pixels (3 channels).
+    #[arg(long, default_value_t = 32)]
+    size: usize,
 }
 
 fn main() -> ExitCode {
@@ -92,8 +149,17 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
             print_info(&gpu);
             Ok(())
         }
+        Command::Sample(args) => sample(gpu, &args),
+        Command::Forward(args) => forward(gpu, &args),
         Command::Toy(args) => toy(gpu, &args),
     }
+}
+
+fn adapter_name(gpu: &Gpu) -> String {
+    gpu.adapter_info().map_or_else(
+        || "(app-provided device)".to_string(),
+        |info| format!("{} ({:?})", info.name, info.backend),
+    )
 }
 
 fn print_info(gpu: &Gpu) {
@@ -127,44 +193,224 @@ fn print_info(gpu: &Gpu) {
     println!("features:     {:?}", gpu.device().features());
 }
 
-fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
-    let mut config = match &args.scheduler_config {
-        Some(path) => SchedulerConfig::from_file(path)?,
-        None => SchedulerConfig::default(),
-    };
-    if let Some(spacing) = args.spacing {
-        config.timestep_spacing = match spacing {
-            Spacing::Leading => TimestepSpacing::Leading,
-            Spacing::Linspace => TimestepSpacing::Linspace,
-            Spacing::Trailing => TimestepSpacing::Trailing,
+impl SamplingArgs {
+    fn scheduler_config(
+        &self,
+        model_default: Option<&Path>,
+    ) -> diffusion_wgpu::Result<SchedulerConfig> {
+        let mut config = match self.scheduler_config.as_deref().or(model_default) {
+            Some(path) => SchedulerConfig::from_file(path)?,
+            None => SchedulerConfig::default(),
         };
+        if let Some(spacing) = self.spacing {
+            config.timestep_spacing = match spacing {
+                Spacing::Leading => TimestepSpacing::Leading,
+                Spacing::Linspace => TimestepSpacing::Linspace,
+                Spacing::Trailing => TimestepSpacing::Trailing,
+            };
+        }
+        Ok(config)
     }
-    let settings = match args.sampler {
-        SamplerKind::Ddpm => SamplerSettings::ddpm(args.steps),
-        SamplerKind::Ddim => SamplerSettings {
-            method: diffusion_wgpu::Method::Ddim {
-                eta: args.eta,
-                use_clipped_model_output: false,
-                prev_timestep: if args.exact_prev_timestep {
-                    PrevTimestep::NextInList
-                } else {
-                    PrevTimestep::Diffusers
+
+    fn settings(&self) -> SamplerSettings {
+        match self.sampler {
+            SamplerKind::Ddpm => SamplerSettings::ddpm(self.steps),
+            SamplerKind::Ddim => SamplerSettings {
+                method: Method::Ddim {
+                    eta: self.eta,
+                    use_clipped_model_output: false,
+                    prev_timestep: if self.exact_prev_timestep {
+                        PrevTimestep::NextInList
+                    } else {
+                        PrevTimestep::Diffusers
+                    },
                 },
+                ..SamplerSettings::ddim(self.steps, self.eta)
             },
-            ..SamplerSettings::ddim(args.steps, args.eta)
-        },
-    };
-    let sampler = Sampler::new(gpu, config)?;
-    let shape = [args.batch, 3, args.size, args.size];
+        }
+    }
+}
+
+/// Runs the sampler with a progress bar on stderr; returns x0 and the seconds it took.
+fn run_sampler(
+    sampler: &Sampler,
+    model: &dyn NoiseModel,
+    shape: [usize; 4],
+    settings: &SamplerSettings,
+    noise: NoiseSource<'_>,
+) -> diffusion_wgpu::Result<(Vec<f32>, f64)> {
+    let bar = ProgressBar::new(settings.num_inference_steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps, t = {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let start = Instant::now();
-    let x0 = sampler.sample(
+    let result = sampler.sample(model, shape, settings, noise, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.index as u64 + 1);
+        bar.set_message(p.timestep.to_string());
+    });
+    bar.finish_and_clear();
+    Ok((result?, start.elapsed().as_secs_f64()))
+}
+
+fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
+    let files = ModelFiles::locate(&args.model)?;
+    let unet = Unet::load(gpu.clone(), &args.model)?;
+    let config = args
+        .sampling
+        .scheduler_config(files.scheduler_config.as_deref())?;
+    let settings = args.sampling.settings();
+    let sampler = Sampler::new(gpu.clone(), config)?;
+
+    let init = match &args.init {
+        Some(path) => {
+            let mut tensors = read_tensors(path)?;
+            let c = Some(unet.config().in_channels);
+            Some(take_tensor(
+                &mut tensors,
+                path,
+                "x_T",
+                &[None, c, None, None],
+            )?)
+        }
+        None => None,
+    };
+    let shape = match &init {
+        Some(x_t) => [x_t.shape[0], x_t.shape[1], x_t.shape[2], x_t.shape[3]],
+        None => {
+            let size =
+                args.size
+                    .or(unet.config().sample_size)
+                    .ok_or_else(|| Error::InvalidSetting {
+                        setting: "size",
+                        message: "the model's config has no sample_size: pass --size".into(),
+                    })?;
+            [args.batch, unet.config().in_channels, size, size]
+        }
+    };
+    let noise = match &args.noise {
+        Some(path) => {
+            let mut tensors = read_tensors(path)?;
+            let expected = [
+                Some(settings.num_inference_steps),
+                Some(shape[0]),
+                Some(shape[1]),
+                Some(shape[2]),
+                Some(shape[3]),
+            ];
+            Some(take_tensor(&mut tensors, path, "noise", &expected)?)
+        }
+        None => None,
+    };
+    let source = match (&init, &noise) {
+        (Some(x_t), Some(noise)) => NoiseSource::Explicit {
+            initial: &x_t.data,
+            per_step: &noise.data,
+        },
+        (Some(x_t), None) => NoiseSource::InitialWithSeed {
+            initial: &x_t.data,
+            seed: args.sampling.seed,
+        },
+        (None, Some(_)) => {
+            return Err(Error::InvalidSetting {
+                setting: "noise",
+                message: "--noise needs --init (the x_T it continues from)".into(),
+            });
+        }
+        (None, None) => NoiseSource::Seed(args.sampling.seed),
+    };
+    let labels: Vec<u32> = match args.class.as_slice() {
+        [] => Vec::new(),
+        [one] => vec![*one; shape[0]],
+        many => many.to_vec(),
+    };
+
+    println!("adapter: {}", adapter_name(&gpu));
+    let (x0, seconds) = if labels.is_empty() {
+        run_sampler(&sampler, &unet, shape, &settings, source)?
+    } else {
+        let model = unet.with_class_labels(&labels);
+        run_sampler(&sampler, &model, shape, &settings, source)?
+    };
+    write_output(&args.out, &x0, shape)?;
+    println!(
+        "wrote {} ({} images, {} steps) in {seconds:.1} s",
+        args.out.display(),
+        shape[0],
+        settings.num_inference_steps
+    );
+    Ok(())
+}
+
+fn write_output(path: &Path, x0: &[f32], shape: [usize; 4]) -> diffusion_wgpu::Result<()> {
+    let is_png = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if is_png {
+        write_png_grid(path, x0, shape)
+    } else {
+        write_tensors(path, &[("x0", &shape, x0)])
+    }
+}
+
+fn forward(gpu: Arc<Gpu>, args: &ForwardArgs) -> diffusion_wgpu::Result<()> {
+    let unet = Unet::load(gpu, &args.model)?;
+    let mut tensors = read_tensors(&args.input)?;
+    let c = Some(unet.config().in_channels);
+    let sample = take_tensor(&mut tensors, &args.input, "sample", &[None, c, None, None])?;
+    let batch = Some(sample.shape[0]);
+    let as_labels = |tensor: diffusion_wgpu::io::HostTensor, name: &str| {
+        tensor
+            .data
+            .iter()
+            .map(|&v| {
+                (v >= 0.0 && v.fract() == 0.0 && v < 16_777_216.0)
+                    .then_some(v as u32)
+                    .ok_or_else(|| Error::Checkpoint {
+                        file: args.input.display().to_string(),
+                        tensor: name.to_string(),
+                        message: format!("{v} is not a non-negative integer"),
+                    })
+            })
+            .collect::<diffusion_wgpu::Result<Vec<u32>>>()
+    };
+    let timesteps = as_labels(
+        take_tensor(&mut tensors, &args.input, "timesteps", &[batch])?,
+        "timesteps",
+    )?;
+    let labels = match tensors.contains_key("class_labels") {
+        true => Some(as_labels(
+            take_tensor(&mut tensors, &args.input, "class_labels", &[batch])?,
+            "class_labels",
+        )?),
+        false => None,
+    };
+    let shape = [
+        sample.shape[0],
+        sample.shape[1],
+        sample.shape[2],
+        sample.shape[3],
+    ];
+    let eps = unet.forward(&sample.data, shape, &timesteps, labels.as_deref())?;
+    let out_shape = [shape[0], unet.config().out_channels, shape[2], shape[3]];
+    write_tensors(&args.out, &[("eps", &out_shape, &eps)])?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
+    let sampler = Sampler::new(gpu.clone(), args.sampling.scheduler_config(None)?)?;
+    let settings = args.sampling.settings();
+    let shape = [args.batch, 3, args.size, args.size];
+    println!("adapter: {}", adapter_name(&gpu));
+    let (x0, seconds) = run_sampler(
+        &sampler,
         &LinearNoiseModel::new(0.1),
         shape,
         &settings,
-        NoiseSource::Seed(args.seed),
-        &mut |_| {},
+        NoiseSource::Seed(args.sampling.seed),
     )?;
-    let elapsed = start.elapsed();
     let mean = x0.iter().map(|&v| f64::from(v)).sum::<f64>() / x0.len() as f64;
     let std = (x0
         .iter()
@@ -173,11 +419,10 @@ fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
         / x0.len() as f64)
         .sqrt();
     println!(
-        "{} steps on {:?}: x0 mean {mean:.4}, std {std:.4}, in {:.1} ms ({:.2} ms per step)",
-        args.steps,
-        shape,
-        elapsed.as_secs_f64() * 1e3,
-        elapsed.as_secs_f64() * 1e3 / args.steps as f64
+        "{} steps on {shape:?}: x0 mean {mean:.4}, std {std:.4}, in {:.1} ms ({:.2} ms per step)",
+        settings.num_inference_steps,
+        seconds * 1e3,
+        seconds * 1e3 / settings.num_inference_steps as f64
     );
     Ok(())
 }

@@ -11,7 +11,10 @@ const SHAPE: [usize; 4] = [2, 3, 32, 32];
 const TOLERANCE: f64 = 1e-4;
 
 fn fixture_dir(name: &str) -> String {
-    format!("{}/tests/fixtures/diffusers/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/diffusers/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn cifar_scheduler() -> SchedulerConfig {

@@ -22,6 +22,13 @@ pub enum NoiseSource<'a> {
         /// `num_steps * B*C*H*W` values.
         per_step: &'a [f32],
     },
+    /// x_T given ([B, C, H, W]); the step noise drawn from ChaCha8 seeded with `seed`.
+    InitialWithSeed {
+        /// x_T.
+        initial: &'a [f32],
+        /// Seed of the step noise.
+        seed: u64,
+    },
 }
 
 /// Hands out x_T and each step's noise for one run.
@@ -50,14 +57,13 @@ impl<'a> NoiseStream<'a> {
                 let source = StreamSource::Seeded(Box::new(rng));
                 Ok((initial, Self { len, source }))
             }
+            NoiseSource::InitialWithSeed { initial, seed } => {
+                check_initial(initial, len)?;
+                let source = StreamSource::Seeded(Box::new(ChaCha8Rng::seed_from_u64(seed)));
+                Ok((initial.to_vec(), Self { len, source }))
+            }
             NoiseSource::Explicit { initial, per_step } => {
-                if initial.len() != len {
-                    return Err(Error::Shape {
-                        tensor: "initial noise (x_T)".into(),
-                        expected: format!("{len} values"),
-                        found: format!("{} values", initial.len()),
-                    });
-                }
+                check_initial(initial, len)?;
                 let needed = steps * len;
                 if per_step.len() != needed && (any_step_adds_noise || !per_step.is_empty()) {
                     return Err(Error::Shape {
@@ -79,6 +85,18 @@ impl<'a> NoiseStream<'a> {
             StreamSource::Seeded(rng) => draw(rng, len).into(),
             StreamSource::Explicit(per_step) => (&per_step[index * len..(index + 1) * len]).into(),
         }
+    }
+}
+
+fn check_initial(initial: &[f32], len: usize) -> Result<()> {
+    if initial.len() == len {
+        Ok(())
+    } else {
+        Err(Error::Shape {
+            tensor: "initial noise (x_T)".into(),
+            expected: format!("{len} values"),
+            found: format!("{} values", initial.len()),
+        })
     }
 }
 

@@ -1,0 +1,215 @@
+//! Files in and out: named f32 tensors in safetensors files (what diffusers users write with
+//! `safetensors.torch.save_file`), and PNG grids of generated images.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// A tensor read from a file, converted to f32 (integers too, for timesteps and labels).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Reads every tensor of a safetensors file (F32, F16, BF16, F64, I64, I32 are converted to
+/// f32). Errors name the file and the tensor.
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| Error::Checkpoint {
+        file: file.clone(),
+        tensor: "(header)".into(),
+        message: e.to_string(),
+    })?;
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+                Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+                Dtype::F64 => raw
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
+                Dtype::I64 => raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .collect(),
+                Dtype::I32 => raw
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                    .collect(),
+                other => {
+                    return Err(Error::Checkpoint {
+                        file: file.clone(),
+                        tensor: name,
+                        message: format!("dtype {other:?} is not supported (use F32 or I64)"),
+                    });
+                }
+            };
+            let tensor = HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            };
+            Ok((name, tensor))
+        })
+        .collect()
+}
+
+/// Takes tensor `name` out of `tensors`, checking its rank (`dims` dimensions) and, where
+/// `expected` has `Some`, each dimension.
+pub fn take_tensor(
+    tensors: &mut HashMap<String, HostTensor>,
+    file: &Path,
+    name: &str,
+    expected: &[Option<usize>],
+) -> Result<HostTensor> {
+    let error = |message: String| Error::Checkpoint {
+        file: file.display().to_string(),
+        tensor: name.to_string(),
+        message,
+    };
+    let tensor = tensors.remove(name).ok_or_else(|| {
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        error(format!("missing (the file holds {names:?})"))
+    })?;
+    let matches = tensor.shape.len() == expected.len()
+        && tensor
+            .shape
+            .iter()
+            .zip(expected)
+            .all(|(&d, e)| e.is_none_or(|e| e == d));
+    if !matches {
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|e| e.map_or("_".to_string(), |d| d.to_string()))
+            .collect();
+        return Err(error(format!(
+            "expected shape [{}], got {:?}",
+            expected.join(", "),
+            tensor.shape
+        )));
+    }
+    Ok(tensor)
+}
+
+/// Writes f32 tensors `(name, shape, data)` to a safetensors file.
+pub fn write_tensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|&(name, shape, data)| {
+            safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                shape.to_vec(),
+                bytemuck::cast_slice(data),
+            )
+            .map(|view| (name.to_string(), view))
+            .map_err(|e| Error::Shape {
+                tensor: name.to_string(),
+                expected: format!(
+                    "{} values for shape {shape:?}",
+                    shape.iter().product::<usize>()
+                ),
+                found: format!("{} values ({e})", data.len()),
+            })
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(views, None, path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Pixels between images in a grid, and around it.
+const BORDER: usize = 2;
+
+/// Writes a batch of images [B, C, H, W] in [-1, 1] as one PNG grid (as square as possible,
+/// 2-pixel black borders), mapping each value as diffusers' pipelines do:
+/// `round(255 * clamp(x / 2 + 0.5, 0, 1))`. C = 1 gives grayscale, C = 3 RGB.
+pub fn write_png_grid(path: &Path, images: &[f32], shape: [usize; 4]) -> Result<()> {
+    let [batch, channels, height, width] = shape;
+    let color = match channels {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        _ => {
+            return Err(Error::Shape {
+                tensor: "images".into(),
+                expected: "1 (grayscale) or 3 (RGB) channels for a PNG".into(),
+                found: format!("{channels} channels"),
+            });
+        }
+    };
+    if images.len() != shape.iter().product::<usize>() || batch == 0 {
+        return Err(Error::Shape {
+            tensor: "images".into(),
+            expected: format!(
+                "{} values for shape {shape:?}",
+                shape.iter().product::<usize>()
+            ),
+            found: format!("{} values", images.len()),
+        });
+    }
+    let columns = (batch as f64).sqrt().ceil() as usize;
+    let rows = batch.div_ceil(columns);
+    let grid_width = columns * (width + BORDER) + BORDER;
+    let grid_height = rows * (height + BORDER) + BORDER;
+    let mut pixels = vec![0u8; grid_width * grid_height * channels];
+    for (n, image) in images.chunks_exact(channels * height * width).enumerate() {
+        let (top, left) = (
+            BORDER + (n / columns) * (height + BORDER),
+            BORDER + (n % columns) * (width + BORDER),
+        );
+        for c in 0..channels {
+            for y in 0..height {
+                for x in 0..width {
+                    let value = image[(c * height + y) * width + x];
+                    let pixel = ((value / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8;
+                    pixels[((top + y) * grid_width + left + x) * channels + c] = pixel;
+                }
+            }
+        }
+    }
+    let io_error = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::create(path).map_err(io_error)?;
+    let mut encoder = png::Encoder::new(
+        std::io::BufWriter::new(file),
+        grid_width as u32,
+        grid_height as u32,
+    );
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder
+        .write_header()
+        .map_err(|e| io_error(std::io::Error::other(e.to_string())))?;
+    writer
+        .write_image_data(&pixels)
+        .map_err(|e| io_error(std::io::Error::other(e.to_string())))?;
+    writer
+        .finish()
+        .map_err(|e| io_error(std::io::Error::other(e.to_string())))
+}

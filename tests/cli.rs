@@ -1,0 +1,127 @@
+//! The command-line tool end to end: `forward` against diffusers' output, `sample` to a PNG
+//! grid and to safetensors, and misuse giving a one-line error and a non-zero exit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixture, rel_l2};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+fn fixture_dir(name: &str) -> String {
+    format!("{}/tests/fixtures/diffusers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_diffusion-wgpu"));
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Mesa prints an "error:" line of its own without it.
+        let runtime = scratch("xdg-runtime");
+        std::fs::create_dir_all(&runtime).unwrap();
+        command.env("XDG_RUNTIME_DIR", runtime);
+    }
+    let output = command.args(args).output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = tensors.tensor(name).unwrap();
+    assert_eq!(view.dtype(), Dtype::F32);
+    let data = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (view.shape().to_vec(), data)
+}
+
+#[test]
+fn forward_writes_diffusers_output() {
+    let refs = fixture("diffusers/unet_small_forward.safetensors");
+    let x = refs["x"].f32();
+    let timesteps: Vec<i64> = refs["timesteps"].i64();
+    let input = scratch("forward_in.safetensors");
+    let out = scratch("forward_out.safetensors");
+    let views = [
+        (
+            "sample",
+            TensorView::new(Dtype::F32, vec![2, 3, 32, 32], bytemuck::cast_slice(&x)).unwrap(),
+        ),
+        (
+            "timesteps",
+            TensorView::new(Dtype::I64, vec![2], bytemuck::cast_slice(&timesteps)).unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, None, &input).unwrap();
+    let model = fixture_dir("unet_small");
+    let result = cli(&[
+        "forward",
+        "--model",
+        &model,
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(result.status.success());
+    let (shape, eps) = read_f32(&out, "eps");
+    assert_eq!(shape, [2, 3, 32, 32]);
+    let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
+    assert!(error < 2e-5, "{error:.2e}");
+}
+
+#[test]
+fn sample_writes_png_grids_and_safetensors() {
+    let model = fixture_dir("unet_small");
+    let png = scratch("grid.png");
+    let result = cli(&[
+        "sample", "--model", &model, "--steps", "2", "--batch", "3", "--seed", "5", "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(result.status.success());
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    // 3 images of 32x32 in a 2x2 grid with 2-pixel borders: 2 + 2 * (32 + 2) = 70.
+    assert_eq!((info.width, info.height), (70, 70));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+
+    let tensors = scratch("x0.safetensors");
+    let result = cli(&[
+        "sample", "--model", &model, "--sampler", "ddpm", "--steps", "2", "--batch", "1",
+        "--out", tensors.to_str().unwrap(),
+    ]);
+    assert!(result.status.success());
+    let (shape, x0) = read_f32(&tensors, "x0");
+    assert_eq!(shape, [1, 3, 32, 32]);
+    assert!(x0.iter().all(|v| v.is_finite() && v.abs() <= 1.0 + 1e-6));
+}
+
+#[test]
+fn misuse_gives_a_one_line_error_and_a_failure_code() {
+    let missing = scratch("no_such_model");
+    let bad_eta = fixture_dir("unet_small");
+    for args in [
+        vec!["sample", "--model", missing.to_str().unwrap()],
+        vec!["sample", "--model", &bad_eta, "--eta", "-1", "--steps", "2"],
+        vec!["sample", "--model", &bad_eta, "--steps", "0"],
+    ] {
+        let result = cli(&args);
+        assert!(!result.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
