@@ -11,7 +11,10 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 fn fixture_dir(name: &str) -> String {
-    format!("{}/tests/fixtures/diffusers/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/diffusers/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -86,7 +89,16 @@ fn sample_writes_png_grids_and_safetensors() {
     let model = fixture_dir("unet_small");
     let png = scratch("grid.png");
     let result = cli(&[
-        "sample", "--model", &model, "--steps", "2", "--batch", "3", "--seed", "5", "--out",
+        "sample",
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--batch",
+        "3",
+        "--seed",
+        "5",
+        "--out",
         png.to_str().unwrap(),
     ]);
     assert!(result.status.success());
@@ -99,8 +111,17 @@ fn sample_writes_png_grids_and_safetensors() {
 
     let tensors = scratch("x0.safetensors");
     let result = cli(&[
-        "sample", "--model", &model, "--sampler", "ddpm", "--steps", "2", "--batch", "1",
-        "--out", tensors.to_str().unwrap(),
+        "sample",
+        "--model",
+        &model,
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--out",
+        tensors.to_str().unwrap(),
     ]);
     assert!(result.status.success());
     let (shape, x0) = read_f32(&tensors, "x0");

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{fixture, gpu, rel_l2};
-use diffusion_wgpu::Unet;
+use diffusion_wgpu::model::unet::{TensorSource, Weights};
+use diffusion_wgpu::{Unet, UnetConfig};
 
 const TOLERANCE: f64 = 2e-5;
 
@@ -72,5 +73,133 @@ fn every_activation_matches_diffusers_f64() {
         let error = rel_l2(&activation.data, &reference.data);
         println!("{}: {error:.2e}", activation.name);
         assert!(error < TOLERANCE, "{}: {error:.2e}", activation.name);
+    }
+}
+
+/// The f32 checkpoint's weights rounded through f16, as a weight source.
+struct RoundedToF16(Weights);
+
+impl TensorSource for RoundedToF16 {
+    fn take(&mut self, name: &str, shape: &[usize]) -> diffusion_wgpu::Result<Vec<f32>> {
+        let values = self.0.take(name, shape)?;
+        Ok(values
+            .into_iter()
+            .map(|v| half::f16::from_f32(v).to_f32())
+            .collect())
+    }
+}
+
+#[test]
+fn an_f16_checkpoint_gives_the_f32_output_within_f16_rounding() {
+    // Write the fixture's weights as an f16 checkpoint folder.
+    let source = model_dir("unet_small");
+    let folder = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unet_small_f16");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(format!("{source}/config.json"), folder.join("config.json")).unwrap();
+    let bytes = std::fs::read(format!("{source}/diffusion_pytorch_model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let converted: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let halves: Vec<u8> = view
+                .data()
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+                })
+                .collect();
+            (name, view.shape().to_vec(), halves)
+        })
+        .collect();
+    let views = converted.iter().map(|(name, shape, data)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), data);
+        (name.clone(), view.unwrap())
+    });
+    safetensors::serialize_to_file(
+        views,
+        None,
+        &folder.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+
+    let refs = fixture("diffusers/unet_small_forward.safetensors");
+    let x = refs["x"].f32();
+    let timesteps: Vec<u32> = refs["timesteps"]
+        .usize()
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    let shape = [2, 3, 32, 32];
+    let f16_model = Unet::load(gpu(), &folder).unwrap();
+    let eps_f16 = f16_model.forward(&x, shape, &timesteps, None).unwrap();
+
+    // Exactly the f32 model with its weights rounded to f16...
+    let config =
+        UnetConfig::from_file(std::path::Path::new(&format!("{source}/config.json"))).unwrap();
+    let weights = Weights::from_file(std::path::Path::new(&format!(
+        "{source}/diffusion_pytorch_model.safetensors"
+    )))
+    .unwrap();
+    let rounded = Unet::new(gpu(), config, &mut RoundedToF16(weights)).unwrap();
+    let eps_rounded = rounded.forward(&x, shape, &timesteps, None).unwrap();
+    assert_eq!(eps_f16, eps_rounded, "f16 tensors must convert exactly");
+    // ...and within f16 rounding (11-bit mantissa) of the f32 model's output.
+    let error = rel_l2(&eps_f16, &refs["eps_f64_pure"].data);
+    println!("f16 checkpoint: {error:.2e} from the f64 reference");
+    assert!(error < 5e-3, "{error:.2e}");
+}
+
+/// A device of our own with a small storage-binding limit, shared with the model through
+/// `Gpu::from_device` (as an app would share its renderer's device).
+fn gpu_with_binding_limit(bytes: u64) -> std::sync::Arc<diffusion_wgpu::Gpu> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: bytes,
+        ..adapter.limits()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .unwrap();
+    std::sync::Arc::new(diffusion_wgpu::Gpu::from_device(device, queue))
+}
+
+#[test]
+fn batches_over_the_binding_limit_run_in_chunks_or_fail_clearly() {
+    let refs = fixture("diffusers/unet_small_forward.safetensors");
+    let x = refs["x"].f32();
+    let timesteps: Vec<u32> = refs["timesteps"]
+        .usize()
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    // The largest activation of one 32x32 image is a 96-channel concatenation: 393,216 bytes.
+    let gpu = gpu_with_binding_limit(512 * 1024);
+    let unet = Unet::load(gpu, model_dir("unet_small")).unwrap();
+    let eps = unet.forward(&x, [2, 3, 32, 32], &timesteps, None).unwrap();
+    let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
+    assert!(error < TOLERANCE, "chunked forward: {error:.2e}");
+
+    // The largest weight (294,912 bytes) fits 300 KiB; one image's activations do not.
+    let gpu = gpu_with_binding_limit(300 * 1024);
+    let unet = Unet::load(gpu, model_dir("unet_small")).unwrap();
+    match unet.forward(&x, [2, 3, 32, 32], &timesteps, None) {
+        Err(diffusion_wgpu::Error::TooLarge { tensor, limit, .. }) => {
+            assert!(tensor.contains("one image of 32x32"), "{tensor}");
+            assert_eq!(limit, 300 * 1024);
+        }
+        other => panic!("expected a too-large error, got {other:?}"),
+    }
+    // A weight over the limit is refused at load, naming the tensor.
+    match Unet::load(gpu_with_binding_limit(256 * 1024), model_dir("unet_small")) {
+        Err(diffusion_wgpu::Error::TooLarge { tensor, .. }) => {
+            assert!(tensor.ends_with(".weight"), "{tensor}");
+        }
+        other => panic!("expected a too-large error, got {:?}", other.err()),
     }
 }
