@@ -203,3 +203,56 @@ fn batches_over_the_binding_limit_run_in_chunks_or_fail_clearly() {
         other => panic!("expected a too-large error, got {:?}", other.err()),
     }
 }
+
+/// A copy of the unet_small folder whose config.json has `edit` applied.
+fn edited_model(name: &str, edit: impl Fn(&mut serde_json::Value)) -> std::path::PathBuf {
+    let source = model_dir("unet_small");
+    let folder = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&folder).unwrap();
+    let text = std::fs::read_to_string(format!("{source}/config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut config);
+    std::fs::write(folder.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        format!("{source}/diffusion_pytorch_model.safetensors"),
+        folder.join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    folder
+}
+
+#[test]
+fn a_config_that_does_not_match_the_weights_names_the_tensor() {
+    let deeper = edited_model("unet_small_deeper", |c| c["layers_per_block"] = 2.into());
+    match Unet::load(gpu(), &deeper) {
+        Err(diffusion_wgpu::Error::Checkpoint { file, tensor, .. }) => {
+            assert!(
+                file.ends_with("diffusion_pytorch_model.safetensors"),
+                "{file}"
+            );
+            assert_eq!(tensor, "down_blocks.0.resnets.1.norm1.weight");
+        }
+        other => panic!("expected a checkpoint error, got {:?}", other.err()),
+    }
+    let no_attention = edited_model("unet_small_no_attention", |c| {
+        c["down_block_types"][1] = "DownBlock2D".into();
+        c["up_block_types"][1] = "UpBlock2D".into();
+    });
+    match Unet::load(gpu(), &no_attention) {
+        Err(diffusion_wgpu::Error::Checkpoint { message, .. }) => {
+            assert!(message.contains("attentions"), "{message}");
+        }
+        other => panic!("expected a checkpoint error, got {:?}", other.err()),
+    }
+    let wider = edited_model("unet_small_wider", |c| {
+        c["block_out_channels"][0] = 48.into()
+    });
+    match Unet::load(gpu(), &wider) {
+        Err(diffusion_wgpu::Error::Checkpoint {
+            tensor, message, ..
+        }) => {
+            assert_eq!(tensor, "conv_in.weight", "{message}");
+        }
+        other => panic!("expected a checkpoint error, got {:?}", other.err()),
+    }
+}
