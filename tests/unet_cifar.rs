@@ -18,9 +18,13 @@ fn cifar10_architecture_runs_a_batch_of_16() {
     let unet = Unet::new(gpu(), config, &mut RandomWeights::new(1)).unwrap();
     let batch = 16;
     let len = batch * 3 * 32 * 32;
-    let x: Vec<f32> = (0..len).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let x: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
     let timesteps: Vec<u32> = (0..batch as u32).map(|i| i * 61).collect();
-    let eps = unet.forward(&x, [batch, 3, 32, 32], &timesteps, None).unwrap();
+    let eps = unet
+        .forward(&x, [batch, 3, 32, 32], &timesteps, None)
+        .unwrap();
     assert_eq!(eps.len(), len);
     assert!(eps.iter().all(|v| v.is_finite()));
     // Different inputs and timesteps give different outputs per image.

@@ -1,0 +1,48 @@
+//! U-Net configurations beyond the cifar-style fixture, against diffusers' fully-f64 forward
+//! (tests/fixtures/diffusers/unet_variants, made by tools/fixtures/make_unet_variants.py):
+//! scale_shift time embedding with several heads, attn_norm_num_groups, center_input_sample
+//! and a mid_block_scale_factor; class conditioning with a custom time_embedding_dim; no mid
+//! block and a 2C (learned sigma) output. Every top-level activation is checked too.
+
+mod common;
+
+use common::{fixture, gpu, rel_l2};
+use diffusion_wgpu::Unet;
+
+const TOLERANCE: f64 = 2e-5;
+
+#[test]
+fn variants_match_diffusers_f64() {
+    for name in [
+        "scale_shift_multihead",
+        "class_conditional",
+        "no_mid_learned_sigma",
+    ] {
+        let refs = fixture(&format!("diffusers/unet_variants/{name}/forward.safetensors"));
+        let dir = format!(
+            "{}/tests/fixtures/diffusers/unet_variants/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let unet = Unet::load(gpu(), &dir).unwrap();
+        let x = &refs["x"];
+        let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+        let timesteps: Vec<u32> = refs["timesteps"].usize().iter().map(|&t| t as u32).collect();
+        let labels: Option<Vec<u32>> = refs
+            .get("class_labels")
+            .map(|l| l.usize().iter().map(|&c| c as u32).collect());
+        let activations = unet
+            .forward_activations(&x.f32(), shape, &timesteps, labels.as_deref())
+            .unwrap();
+        for activation in &activations {
+            let reference = &refs[&format!("act_f64.{}", activation.name)];
+            let error = rel_l2(&activation.data, &reference.data);
+            assert!(error < TOLERANCE, "{name} {}: {error:.2e}", activation.name);
+        }
+        let eps = unet
+            .forward(&x.f32(), shape, &timesteps, labels.as_deref())
+            .unwrap();
+        let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
+        println!("{name}: eps {error:.2e} ({} activations checked)", activations.len());
+        assert!(error < TOLERANCE, "{name}: {error:.2e}");
+    }
+}
