@@ -16,6 +16,20 @@
 // followed by its conv). Padding: `pad` zero rows/columns before the first input row/column;
 // reads past the last row/column are zero too, which gives diffusers' right/bottom-only padding
 // for downsample_padding = 0 (pad = 0, H_out = H_in / 2).
+//
+// Work mapping: each invocation computes a register block of BLOCK_C output channels x BLOCK_Y
+// rows x BLOCK_X columns (8 x 2 x 8) of one image, accumulating in f32 over the input channels
+// and taps; every input value and weight it needs is loaded once per block and tap row. On
+// CPU Vulkan (lavapipe) each storage-buffer load costs far more than an FMA, so the block is
+// sized to maximise FMAs per load. A workgroup holds WORKGROUP_SIZE pixel blocks of one channel
+// block: the workgroup index w (folded over x and y when the grid exceeds the per-dimension
+// limit) is channel block w / pixel_groups, pixel group w % pixel_groups. Pixel blocks run over
+// (b, block row, block column), column fastest. Blocks past the edges (C_out, H_out, W_out not
+// multiples of the block) read clamped weights and masked inputs and skip their stores.
+//
+// 3x3 stride-1 convolutions (with or without upsampling) load, per input channel, a window of
+// (BLOCK_Y + 2) rows x (BLOCK_X + 2) columns shared by all nine taps; other shapes (1x1,
+// stride 2) load the block's BLOCK_Y x BLOCK_X inputs per tap.
 
 struct ConvParams {
     batch: u32,
@@ -44,7 +58,79 @@ struct ConvParams {
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
-const WORKGROUP_SIZE: u32 = 256u;
+const WORKGROUP_SIZE: u32 = 16u;
+const BLOCK_C: u32 = 8u;
+const BLOCK_Y: u32 = 2u;
+const BLOCK_X: u32 = 8u;
+
+// acc[c][2 * row + half]: channel co0 + c, output row oy0 + row, columns ox0 + 4 * half + 0..3.
+var<private> acc: array<array<vec4<f32>, 4>, BLOCK_C>;
+// Index of weight [min(co0 + c, C_out - 1), 0, 0, 0].
+var<private> w_row: array<u32, BLOCK_C>;
+
+// Adds weight[w_row[c] + t] * x to the accumulators of channel c; x holds the block's inputs
+// for one tap in the layout of acc[c].
+fn channel_tap(c: u32, t: u32, x: array<vec4<f32>, 4>) {
+    let w = weight[w_row[c] + t];
+    acc[c][0] += w * x[0];
+    acc[c][1] += w * x[1];
+    acc[c][2] += w * x[2];
+    acc[c][3] += w * x[3];
+}
+
+// One tap (weight offset t within each output channel's weights) for all BLOCK_C channels.
+fn tap(t: u32, x: array<vec4<f32>, 4>) {
+    channel_tap(0u, t, x);
+    channel_tap(1u, t, x);
+    channel_tap(2u, t, x);
+    channel_tap(3u, t, x);
+    channel_tap(4u, t, x);
+    channel_tap(5u, t, x);
+    channel_tap(6u, t, x);
+    channel_tap(7u, t, x);
+}
+
+// Columns kx..kx + 7 of a window row of BLOCK_X + 2 columns (held in 3 vec4, 2 lanes unused).
+fn shifted(v: array<vec4<f32>, 3>, kx: u32) -> array<vec4<f32>, 2> {
+    switch kx {
+        case 0u: {
+            return array(v[0], v[1]);
+        }
+        case 1u: {
+            return array(vec4(v[0].yzw, v[1].x), vec4(v[1].yzw, v[2].x));
+        }
+        default: {
+            return array(vec4(v[0].zw, v[1].xy), vec4(v[1].zw, v[2].xy));
+        }
+    }
+}
+
+// The tap (ky, kx) of the 3x3 path: window rows ky and ky + 1 shifted by kx.
+fn window_tap(t: u32, top: array<vec4<f32>, 3>, bottom: array<vec4<f32>, 3>, kx: u32) {
+    let a = shifted(top, kx);
+    let b = shifted(bottom, kx);
+    tap(t + kx, array(a[0], a[1], b[0], b[1]));
+}
+
+// Window columns (col, valid) of one input row, masked by the row's own validity.
+fn window_row(
+    at: u32,
+    row_ok: bool,
+    col: array<vec4<u32>, 3>,
+    valid: array<vec4<bool>, 3>,
+) -> array<vec4<f32>, 3> {
+    let ok = vec4(row_ok);
+    return array(
+        load4(at, col[0], valid[0] & ok),
+        load4(at, col[1], valid[1] & ok),
+        load4(at, col[2], valid[2] & ok),
+    );
+}
+
+fn load4(at: u32, col: vec4<u32>, valid: vec4<bool>) -> vec4<f32> {
+    let x = vec4(input[at + col.x], input[at + col.y], input[at + col.z], input[at + col.w]);
+    return select(vec4(0.0), x, valid);
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d(
@@ -52,45 +138,143 @@ fn conv2d(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let i = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
-    let out_plane = p.h_out * p.w_out;
-    if (i >= p.batch * p.c_out * out_plane) {
+    let x_blocks = (p.w_out + BLOCK_X - 1u) / BLOCK_X;
+    let y_blocks = (p.h_out + BLOCK_Y - 1u) / BLOCK_Y;
+    let pixel_blocks = p.batch * y_blocks * x_blocks;
+    let pixel_groups = (pixel_blocks + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+    let c_blocks = (p.c_out + BLOCK_C - 1u) / BLOCK_C;
+    let wg = group.y * groups.x + group.x;
+    let block = (wg % pixel_groups) * WORKGROUP_SIZE + local;
+    if (wg >= pixel_groups * c_blocks || block >= pixel_blocks) {
         return;
     }
-    let ox = i % p.w_out;
-    let oy = (i / p.w_out) % p.h_out;
-    let co = (i / out_plane) % p.c_out;
-    let b = i / (out_plane * p.c_out);
-    let shift = p.upsample;
-    let h_virtual = i32(p.h_in << shift);
-    let w_virtual = i32(p.w_in << shift);
-    let in_plane = p.h_in * p.w_in;
+    let co0 = (wg / pixel_groups) * BLOCK_C;
+    let ox0 = (block % x_blocks) * BLOCK_X;
+    let oy0 = (block / x_blocks) % y_blocks * BLOCK_Y;
+    let b = block / (x_blocks * y_blocks);
+
     let taps = p.kernel * p.kernel;
-    var acc = 0.0;
-    for (var ci = 0u; ci < p.c_in; ci++) {
-        let in_base = (b * p.c_in + ci) * in_plane;
-        let w_base = (co * p.c_in + ci) * taps;
+    let w_stride = p.c_in * taps;
+    let last = p.c_out - 1u;
+    w_row = array(
+        min(co0, last) * w_stride,
+        min(co0 + 1u, last) * w_stride,
+        min(co0 + 2u, last) * w_stride,
+        min(co0 + 3u, last) * w_stride,
+        min(co0 + 4u, last) * w_stride,
+        min(co0 + 5u, last) * w_stride,
+        min(co0 + 6u, last) * w_stride,
+        min(co0 + 7u, last) * w_stride,
+    );
+    let shift = vec4(p.upsample);
+    let h_virtual = i32(p.h_in << p.upsample);
+    let w_virtual = i32(p.w_in << p.upsample);
+    let in_plane = p.h_in * p.w_in;
+    let image = b * p.c_in * in_plane;
+    let pad = i32(p.pad);
+    let lanes = vec4(0, 1, 2, 3);
+
+    if (p.kernel == 3u && p.stride == 1u) {
+        // Window: virtual rows oy0 - pad + 0..3, columns ox0 - pad + 0..9.
+        let ix0 = i32(ox0) - pad + lanes;
+        let ix1 = ix0 + 4;
+        let ix2 = ix0 + 8;
+        let cv0 = ix0 >= vec4(0) & ix0 < vec4(w_virtual);
+        let cv1 = ix1 >= vec4(0) & ix1 < vec4(w_virtual);
+        let cv2 = ix2 >= vec4(0) & ix2 < vec4(w_virtual) & lanes < vec4(2);
+        let cv = array(cv0, cv1, cv2);
+        let col = array(
+            select(vec4(0u), vec4<u32>(ix0) >> shift, cv0),
+            select(vec4(0u), vec4<u32>(ix1) >> shift, cv1),
+            select(vec4(0u), vec4<u32>(ix2) >> shift, cv2),
+        );
+        let iy = i32(oy0) - pad + vec4(0, 1, 2, 3);
+        let rv = iy >= vec4(0) & iy < vec4(h_virtual);
+        let row = image + select(vec4(0u), vec4<u32>(iy) >> shift, rv) * p.w_in;
+        var t = 0u;
+        for (var ci = 0u; ci < p.c_in; ci++) {
+            let ci_at = ci * in_plane;
+            let x0 = window_row(row.x + ci_at, rv.x, col, cv);
+            let x1 = window_row(row.y + ci_at, rv.y, col, cv);
+            let x2 = window_row(row.z + ci_at, rv.z, col, cv);
+            let x3 = window_row(row.w + ci_at, rv.w, col, cv);
+            window_tap(t, x0, x1, 0u);
+            window_tap(t, x0, x1, 1u);
+            window_tap(t, x0, x1, 2u);
+            window_tap(t + 3u, x1, x2, 0u);
+            window_tap(t + 3u, x1, x2, 1u);
+            window_tap(t + 3u, x1, x2, 2u);
+            window_tap(t + 6u, x2, x3, 0u);
+            window_tap(t + 6u, x2, x3, 1u);
+            window_tap(t + 6u, x2, x3, 2u);
+            t += 9u;
+        }
+    } else {
         for (var ky = 0u; ky < p.kernel; ky++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad);
-            if (iy < 0 || iy >= h_virtual) {
-                continue;
-            }
-            let row = in_base + (u32(iy) >> shift) * p.w_in;
+            let iy = vec2<i32>(vec2(oy0, oy0 + 1u) * p.stride + ky) - pad;
+            let rv = iy >= vec2(0) & iy < vec2(h_virtual);
+            let row = image + select(vec2(0u), vec2<u32>(iy) >> shift.xy, rv) * p.w_in;
             for (var kx = 0u; kx < p.kernel; kx++) {
-                let ix = i32(ox * p.stride + kx) - i32(p.pad);
-                if (ix < 0 || ix >= w_virtual) {
-                    continue;
+                let ix0 = vec4<i32>((ox0 + vec4(0u, 1u, 2u, 3u)) * p.stride + kx) - pad;
+                let ix1 = ix0 + i32(4u * p.stride);
+                let cv0 = ix0 >= vec4(0) & ix0 < vec4(w_virtual);
+                let cv1 = ix1 >= vec4(0) & ix1 < vec4(w_virtual);
+                let col0 = select(vec4(0u), vec4<u32>(ix0) >> shift, cv0);
+                let col1 = select(vec4(0u), vec4<u32>(ix1) >> shift, cv1);
+                var t = ky * p.kernel + kx;
+                for (var ci = 0u; ci < p.c_in; ci++) {
+                    let at = row + ci * in_plane;
+                    tap(t, array(
+                        load4(at.x, col0, cv0 & vec4(rv.x)),
+                        load4(at.x, col1, cv1 & vec4(rv.x)),
+                        load4(at.y, col0, cv0 & vec4(rv.y)),
+                        load4(at.y, col1, cv1 & vec4(rv.y)),
+                    ));
+                    t += taps;
                 }
-                acc += input[row + (u32(ix) >> shift)] * weight[w_base + ky * p.kernel + kx];
             }
         }
     }
-    var y = acc + bias[co];
+
+    store_channel(b, co0, oy0, ox0, acc[0]);
+    store_channel(b, co0 + 1u, oy0, ox0, acc[1]);
+    store_channel(b, co0 + 2u, oy0, ox0, acc[2]);
+    store_channel(b, co0 + 3u, oy0, ox0, acc[3]);
+    store_channel(b, co0 + 4u, oy0, ox0, acc[4]);
+    store_channel(b, co0 + 5u, oy0, ox0, acc[5]);
+    store_channel(b, co0 + 6u, oy0, ox0, acc[6]);
+    store_channel(b, co0 + 7u, oy0, ox0, acc[7]);
+}
+
+// Writes one output channel's block: v in the layout of acc[c].
+fn store_channel(b: u32, co: u32, oy0: u32, ox0: u32, v: array<vec4<f32>, 4>) {
+    if (co >= p.c_out) {
+        return;
+    }
+    var add = bias[co];
     if (p.has_temb == 1u) {
-        y += temb[b * p.temb_stride + co];
+        add += temb[b * p.temb_stride + co];
     }
-    if (p.has_residual == 1u) {
-        y = (residual[i] + y) * p.output_scale;
+    store4(b, co, oy0, ox0, v[0] + add);
+    store4(b, co, oy0, ox0 + 4u, v[1] + add);
+    store4(b, co, oy0 + 1u, ox0, v[2] + add);
+    store4(b, co, oy0 + 1u, ox0 + 4u, v[3] + add);
+}
+
+fn store4(b: u32, co: u32, oy: u32, ox0: u32, v: vec4<f32>) {
+    if (oy >= p.h_out) {
+        return;
     }
-    output[i] = y;
+    let base = ((b * p.c_out + co) * p.h_out + oy) * p.w_out;
+    for (var j = 0u; j < 4u; j++) {
+        let ox = ox0 + j;
+        if (ox >= p.w_out) {
+            return;
+        }
+        var y = v[j];
+        if (p.has_residual == 1u) {
+            y = (residual[base + ox] + y) * p.output_scale;
+        }
+        output[base + ox] = y;
+    }
 }

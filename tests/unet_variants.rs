@@ -18,7 +18,9 @@ fn variants_match_diffusers_f64() {
         "class_conditional",
         "no_mid_learned_sigma",
     ] {
-        let refs = fixture(&format!("diffusers/unet_variants/{name}/forward.safetensors"));
+        let refs = fixture(&format!(
+            "diffusers/unet_variants/{name}/forward.safetensors"
+        ));
         let dir = format!(
             "{}/tests/fixtures/diffusers/unet_variants/{name}",
             env!("CARGO_MANIFEST_DIR")
@@ -26,7 +28,11 @@ fn variants_match_diffusers_f64() {
         let unet = Unet::load(gpu(), &dir).unwrap();
         let x = &refs["x"];
         let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-        let timesteps: Vec<u32> = refs["timesteps"].usize().iter().map(|&t| t as u32).collect();
+        let timesteps: Vec<u32> = refs["timesteps"]
+            .usize()
+            .iter()
+            .map(|&t| t as u32)
+            .collect();
         let labels: Option<Vec<u32>> = refs
             .get("class_labels")
             .map(|l| l.usize().iter().map(|&c| c as u32).collect());
@@ -42,7 +48,10 @@ fn variants_match_diffusers_f64() {
             .forward(&x.f32(), shape, &timesteps, labels.as_deref())
             .unwrap();
         let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
-        println!("{name}: eps {error:.2e} ({} activations checked)", activations.len());
+        println!(
+            "{name}: eps {error:.2e} ({} activations checked)",
+            activations.len()
+        );
         assert!(error < TOLERANCE, "{name}: {error:.2e}");
     }
 }

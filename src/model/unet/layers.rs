@@ -236,7 +236,12 @@ impl Conv {
             _pad: 0,
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
-        let grid = graph.grid_for(batch * self.c_out * height * width);
+        // conv2d.wgsl: an invocation computes 8 channels x 2 rows x 8 columns, a workgroup
+        // 16 such pixel blocks of one channel block. grid_for folds the workgroup count into
+        // 2-D like any elementwise grid (given as that many groups of WORKGROUP_SIZE).
+        let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
+        let workgroups = pixel_blocks.div_ceil(16) * self.c_out.div_ceil(8);
+        let grid = graph.grid_for(workgroups * crate::gpu::WORKGROUP_SIZE as usize);
         graph.dispatch(
             &CONV2D,
             &params,
