@@ -1,104 +1,196 @@
-// Multi-head self-attention over the spatial tokens of an NCHW tensor:
-// out[b, h*d + j, n] = sum_m softmax_m(scale * q[b, h, :, n] . k[b, h, :, m]) v[b, h*d + j, m],
-// one workgroup per (query token n, head h, batch item b). Keys are visited in tiles of 64
-// with an online softmax (running max and sum), so any token count works and no score matrix
-// is stored.
+// Multi-head self-attention over the spatial tokens of an NCHW tensor, as three kernels with no
+// workgroup barriers (barriers are very costly on CPU Vulkan):
+//   1. `matmul`   scores S[z] = scale * Q^T K, [N, N] per slice z = (batch item b, head h)
+//   2. `softmax`  each row of S[z] in place, numerically stable (max subtracted)
+//   3. `matmul`   out[b, h*d + j, n] = sum_m V[j, m] S[z][n, m], i.e. V S^T
 //
 // Bindings (group 0):
-//   0 params  uniform AttentionParams { channels C = heads * head_dim, head_dim d, tokens N, scale }
-//   1 qkv     storage read f32 [B, 3C, N]: q in channels [0, C), k in [C, 2C), v in [2C, 3C)
-//             (the output of one fused 1x1 projection)
-//   2 output  storage read_write f32 [B, C, N]
+//   0 params  uniform AttentionParams (below)
+//   1 a       storage read f32: the left operand A (M x K) of `matmul`
+//   2 b       storage read f32: the right operand B (K x N) of `matmul`
+//   3 c       storage read_write f32: the result C (M x N) of `matmul`; the rows `softmax`
+//             normalises (a and b are not read by `softmax`)
 //
-// Dispatch: (N, heads, B). head_dim must be at most 512 (8 values per thread).
+// Tensor layout: the attention input is the fused q/k/v projection qkv [B, 3C, N] (q in
+// channels [0, C), k in [C, 2C), v in [2C, 3C); head h uses channels h*d..(h+1)*d of each), the
+// output is [B, C, N], and the scores are [slices, N, N] (row n = query, column m = key). Each
+// operand is addressed through an Operand of strides, so one matmul entry point serves both
+// products: element (r, c) of slice z is at
+//   offset + (s / heads) * batch + (s % heads) * head + z * slice + r * row + c * col,
+// where s = first + z is the global (b, h) index b * heads + h. The scores tensor only holds
+// the slices of one dispatch; the host splits the B * heads slices into dispatches whose
+// scores fit the storage-binding limit (N * N * 4 bytes per slice: 64 MiB at N = 4096).
+//
+// Work mapping of `matmul`: each invocation computes a register block of BLOCK_M rows x BLOCK_N
+// columns (8 x 8) of one slice, accumulating in f32 over K; per step of K it loads 8 values of
+// A and 8 of B for 64 FMAs (on lavapipe every storage-buffer load costs far more than an FMA,
+// and loops are not unrolled, so the block is written out by hand with constant indices).
+// Blocks run over (slice, row block, column block), column block fastest; the flat invocation
+// index is (workgroup.y * num_workgroups.x + workgroup.x) * WORKGROUP_SIZE + local (the grid is
+// folded into 2-D when it exceeds the per-dimension limit). Rows and columns past the edges load
+// clamped addresses and skip their stores, so any M, N, K work.
+//
+// Work mapping of `softmax`: one invocation per row (slice, r) of the M x N matrix C, with the
+// same flat index; an online pass computes the row max and the sum of exp(x - max), a second
+// pass writes exp(x - max) / sum.
+
+struct Operand {
+    offset: u32,
+    batch: u32,
+    head: u32,
+    slice: u32,
+    row: u32,
+    col: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
 
 struct AttentionParams {
-    channels: u32,
-    head_dim: u32,
-    tokens: u32,
+    // C is M x N; K is the inner dimension of `matmul`.
+    m: u32,
+    n: u32,
+    k: u32,
+    heads: u32,
+    // Global index of the dispatch's first slice, and its slice count.
+    first: u32,
+    slices: u32,
+    // Factor applied to every product of `matmul`.
     scale: f32,
+    _pad: u32,
+    a: Operand,
+    b: Operand,
+    c: Operand,
 }
 
 @group(0) @binding(0) var<uniform> p: AttentionParams;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> output: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-const TILE: u32 = 64u;
-const DIMS_PER_THREAD: u32 = 8u;
-const MAX_HEAD_DIM: u32 = 512u;
+const WORKGROUP_SIZE: u32 = 16u;
+const BLOCK_M: u32 = 8u;
+const BLOCK_N: u32 = 8u;
 const LOWEST: f32 = -3.0e38;
 
-var<workgroup> query: array<f32, MAX_HEAD_DIM>;
-var<workgroup> weights: array<f32, TILE>;
+// acc[2 * r + half]: row m0 + r, columns n0 + 4 * half + 0..3.
+var<private> acc: array<vec4<f32>, 16>;
 
-@compute @workgroup_size(TILE)
-fn attention(
+// Index of element (0, 0) of slice z of `o`.
+fn slice_base(o: Operand, z: u32) -> u32 {
+    let s = p.first + z;
+    return o.offset + (s / p.heads) * o.batch + (s % p.heads) * o.head + z * o.slice;
+}
+
+// The flat invocation index.
+fn flat(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
+    return (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
+}
+
+fn row_fma(r: u32, x: f32, y0: vec4<f32>, y1: vec4<f32>) {
+    acc[2u * r] += x * y0;
+    acc[2u * r + 1u] += x * y1;
+}
+
+fn load_a(at: vec4<u32>) -> vec4<f32> {
+    return vec4(a[at.x], a[at.y], a[at.z], a[at.w]);
+}
+
+fn load_b(at: vec4<u32>) -> vec4<f32> {
+    return vec4(b[at.x], b[at.y], b[at.z], b[at.w]);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn matmul(
     @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let n = group.x;
-    let head = group.y;
-    let b = group.z;
-    let tokens = p.tokens;
-    let d = p.head_dim;
-    let base = b * 3u * p.channels * tokens;
-    let q_base = base + head * d * tokens;
-    let k_base = q_base + p.channels * tokens;
-    let v_base = k_base + p.channels * tokens;
-    for (var j = local; j < d; j += TILE) {
-        query[j] = qkv[q_base + j * tokens + n];
+    let m_blocks = (p.m + BLOCK_M - 1u) / BLOCK_M;
+    let n_blocks = (p.n + BLOCK_N - 1u) / BLOCK_N;
+    let block = flat(group, groups, local);
+    if (block >= p.slices * m_blocks * n_blocks) {
+        return;
     }
-    workgroupBarrier();
+    let n0 = (block % n_blocks) * BLOCK_N;
+    let m0 = (block / n_blocks) % m_blocks * BLOCK_M;
+    let z = block / (n_blocks * m_blocks);
 
-    var acc: array<f32, DIMS_PER_THREAD>;
-    var running_max = LOWEST;
-    var running_sum = 0.0;
-    for (var start = 0u; start < tokens; start += TILE) {
-        let m = start + local;
-        var score = LOWEST;
-        if (m < tokens) {
-            var dot = 0.0;
-            for (var j = 0u; j < d; j++) {
-                dot += query[j] * qkv[k_base + j * tokens + m];
-            }
-            score = dot * p.scale;
-        }
-        weights[local] = score;
-        workgroupBarrier();
-        var tile_max = LOWEST;
-        for (var e = 0u; e < TILE; e++) {
-            tile_max = max(tile_max, weights[e]);
-        }
-        let new_max = max(running_max, tile_max);
-        let correction = exp(running_max - new_max);
-        workgroupBarrier();
-        weights[local] = select(0.0, exp(score - new_max), m < tokens);
-        workgroupBarrier();
-        var tile_sum = 0.0;
-        for (var e = 0u; e < TILE; e++) {
-            tile_sum += weights[e];
-        }
-        running_sum = running_sum * correction + tile_sum;
-        let count = min(TILE, tokens - start);
-        for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-            let j = local + r * TILE;
-            if (j < d) {
-                var value = acc[r] * correction;
-                let row = v_base + j * tokens + start;
-                for (var e = 0u; e < count; e++) {
-                    value += weights[e] * qkv[row + e];
-                }
-                acc[r] = value;
-            }
-        }
-        running_max = new_max;
-        workgroupBarrier();
+    let lanes = vec4(0u, 1u, 2u, 3u);
+    let last_m = vec4(p.m - 1u);
+    let last_n = vec4(p.n - 1u);
+    let a_base = slice_base(p.a, z);
+    let b_base = slice_base(p.b, z);
+    let a_rows0 = a_base + min(m0 + lanes, last_m) * p.a.row;
+    let a_rows1 = a_base + min(m0 + 4u + lanes, last_m) * p.a.row;
+    let b_cols0 = b_base + min(n0 + lanes, last_n) * p.b.col;
+    let b_cols1 = b_base + min(n0 + 4u + lanes, last_n) * p.b.col;
+    for (var k = 0u; k < p.k; k++) {
+        let ka = vec4(k * p.a.col);
+        let kb = vec4(k * p.b.row);
+        let x0 = load_a(a_rows0 + ka);
+        let x1 = load_a(a_rows1 + ka);
+        let y0 = load_b(b_cols0 + kb);
+        let y1 = load_b(b_cols1 + kb);
+        row_fma(0u, x0.x, y0, y1);
+        row_fma(1u, x0.y, y0, y1);
+        row_fma(2u, x0.z, y0, y1);
+        row_fma(3u, x0.w, y0, y1);
+        row_fma(4u, x1.x, y0, y1);
+        row_fma(5u, x1.y, y0, y1);
+        row_fma(6u, x1.z, y0, y1);
+        row_fma(7u, x1.w, y0, y1);
     }
-    let out_base = b * p.channels * tokens + head * d * tokens + n;
-    for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-        let j = local + r * TILE;
-        if (j < d) {
-            output[out_base + j * tokens] = acc[r] / running_sum;
+
+    let c_base = slice_base(p.c, z);
+    store_row(c_base, m0, n0, acc[0], acc[1]);
+    store_row(c_base, m0 + 1u, n0, acc[2], acc[3]);
+    store_row(c_base, m0 + 2u, n0, acc[4], acc[5]);
+    store_row(c_base, m0 + 3u, n0, acc[6], acc[7]);
+    store_row(c_base, m0 + 4u, n0, acc[8], acc[9]);
+    store_row(c_base, m0 + 5u, n0, acc[10], acc[11]);
+    store_row(c_base, m0 + 6u, n0, acc[12], acc[13]);
+    store_row(c_base, m0 + 7u, n0, acc[14], acc[15]);
+}
+
+// Writes scale * (v0, v1) to row `row`, columns n0..n0 + 7 of C, skipping those past the edges.
+fn store_row(base: u32, row: u32, n0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    if (row >= p.m) {
+        return;
+    }
+    let at = base + row * p.c.row;
+    for (var j = 0u; j < BLOCK_N; j++) {
+        let col = n0 + j;
+        if (col >= p.n) {
+            return;
         }
+        let v = select(v1, v0, j < 4u)[j % 4u];
+        c[at + col * p.c.col] = p.scale * v;
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn softmax(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let index = flat(group, groups, local);
+    if (index >= p.slices * p.m) {
+        return;
+    }
+    let z = index / p.m;
+    let start = slice_base(p.c, z) + (index % p.m) * p.c.row;
+    let end = start + p.n * p.c.col;
+    var row_max = LOWEST;
+    var sum = 0.0;
+    for (var at = start; at < end; at += p.c.col) {
+        let x = c[at];
+        let new_max = max(row_max, x);
+        sum = sum * exp(row_max - new_max) + exp(x - new_max);
+        row_max = new_max;
+    }
+    let inv_sum = 1.0 / sum;
+    for (var at = start; at < end; at += p.c.col) {
+        c[at] = exp(c[at] - row_max) * inv_sum;
     }
 }

@@ -16,6 +16,8 @@
 //! # Ok::<(), diffusion_wgpu::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod gpu;
 pub mod io;
