@@ -22,9 +22,11 @@
 // scores fit the storage-binding limit (N * N * 4 bytes per slice: 64 MiB at N = 4096).
 //
 // Work mapping of `matmul`: each invocation computes a register block of BLOCK_M rows x BLOCK_N
-// columns (8 x 8) of one slice, accumulating in f32 over K; per step of K it loads 8 values of
-// A and 8 of B for 64 FMAs (on lavapipe every storage-buffer load costs far more than an FMA,
-// and loops are not unrolled, so the block is written out by hand with constant indices).
+// columns (16 x 16) of one slice, accumulating in f32 over K; per step of K it loads 16 values
+// of A and 16 of B for 256 FMAs (on lavapipe every storage-buffer load costs far more than an
+// FMA, and loops are not unrolled, so the block is written out by hand with constant indices).
+// Each invocation reads its operands straight from storage: sharing tiles through workgroup
+// memory needs barriers, which cost more than the loads they save there.
 // Blocks run over (slice, row block, column block), column block fastest; the flat invocation
 // index is (workgroup.y * num_workgroups.x + workgroup.x) * WORKGROUP_SIZE + local (the grid is
 // folded into 2-D when it exceeds the per-dimension limit). Rows and columns past the edges load
@@ -68,12 +70,12 @@ struct AttentionParams {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 16u;
-const BLOCK_M: u32 = 8u;
-const BLOCK_N: u32 = 8u;
+const BLOCK_M: u32 = 16u;
+const BLOCK_N: u32 = 16u;
 const LOWEST: f32 = -3.0e38;
 
-// acc[2 * r + half]: row m0 + r, columns n0 + 4 * half + 0..3.
-var<private> acc: array<vec4<f32>, 16>;
+// acc[4 * r + q]: row m0 + r, columns n0 + 4 * q + 0..3.
+var<private> acc: array<vec4<f32>, 64>;
 
 // Index of element (0, 0) of slice z of `o`.
 fn slice_base(o: Operand, z: u32) -> u32 {
@@ -86,9 +88,11 @@ fn flat(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
 }
 
-fn row_fma(r: u32, x: f32, y0: vec4<f32>, y1: vec4<f32>) {
-    acc[2u * r] += x * y0;
-    acc[2u * r + 1u] += x * y1;
+fn row_fma(r: u32, x: f32, y: array<vec4<f32>, 4>) {
+    acc[4u * r] += x * y[0];
+    acc[4u * r + 1u] += x * y[1];
+    acc[4u * r + 2u] += x * y[2];
+    acc[4u * r + 3u] += x * y[3];
 }
 
 fn load_a(at: vec4<u32>) -> vec4<f32> {
@@ -122,38 +126,64 @@ fn matmul(
     let b_base = slice_base(p.b, z);
     let a_rows0 = a_base + min(m0 + lanes, last_m) * p.a.row;
     let a_rows1 = a_base + min(m0 + 4u + lanes, last_m) * p.a.row;
+    let a_rows2 = a_base + min(m0 + 8u + lanes, last_m) * p.a.row;
+    let a_rows3 = a_base + min(m0 + 12u + lanes, last_m) * p.a.row;
     let b_cols0 = b_base + min(n0 + lanes, last_n) * p.b.col;
     let b_cols1 = b_base + min(n0 + 4u + lanes, last_n) * p.b.col;
+    let b_cols2 = b_base + min(n0 + 8u + lanes, last_n) * p.b.col;
+    let b_cols3 = b_base + min(n0 + 12u + lanes, last_n) * p.b.col;
     for (var k = 0u; k < p.k; k++) {
         let ka = vec4(k * p.a.col);
         let kb = vec4(k * p.b.row);
         let x0 = load_a(a_rows0 + ka);
         let x1 = load_a(a_rows1 + ka);
-        let y0 = load_b(b_cols0 + kb);
-        let y1 = load_b(b_cols1 + kb);
-        row_fma(0u, x0.x, y0, y1);
-        row_fma(1u, x0.y, y0, y1);
-        row_fma(2u, x0.z, y0, y1);
-        row_fma(3u, x0.w, y0, y1);
-        row_fma(4u, x1.x, y0, y1);
-        row_fma(5u, x1.y, y0, y1);
-        row_fma(6u, x1.z, y0, y1);
-        row_fma(7u, x1.w, y0, y1);
+        let x2 = load_a(a_rows2 + ka);
+        let x3 = load_a(a_rows3 + ka);
+        let y = array(
+            load_b(b_cols0 + kb),
+            load_b(b_cols1 + kb),
+            load_b(b_cols2 + kb),
+            load_b(b_cols3 + kb),
+        );
+        row_fma(0u, x0.x, y);
+        row_fma(1u, x0.y, y);
+        row_fma(2u, x0.z, y);
+        row_fma(3u, x0.w, y);
+        row_fma(4u, x1.x, y);
+        row_fma(5u, x1.y, y);
+        row_fma(6u, x1.z, y);
+        row_fma(7u, x1.w, y);
+        row_fma(8u, x2.x, y);
+        row_fma(9u, x2.y, y);
+        row_fma(10u, x2.z, y);
+        row_fma(11u, x2.w, y);
+        row_fma(12u, x3.x, y);
+        row_fma(13u, x3.y, y);
+        row_fma(14u, x3.z, y);
+        row_fma(15u, x3.w, y);
     }
 
     let c_base = slice_base(p.c, z);
-    store_row(c_base, m0, n0, acc[0], acc[1]);
-    store_row(c_base, m0 + 1u, n0, acc[2], acc[3]);
-    store_row(c_base, m0 + 2u, n0, acc[4], acc[5]);
-    store_row(c_base, m0 + 3u, n0, acc[6], acc[7]);
-    store_row(c_base, m0 + 4u, n0, acc[8], acc[9]);
-    store_row(c_base, m0 + 5u, n0, acc[10], acc[11]);
-    store_row(c_base, m0 + 6u, n0, acc[12], acc[13]);
-    store_row(c_base, m0 + 7u, n0, acc[14], acc[15]);
+    store_row(c_base, m0, n0, array(acc[0], acc[1], acc[2], acc[3]));
+    store_row(c_base, m0 + 1u, n0, array(acc[4], acc[5], acc[6], acc[7]));
+    store_row(c_base, m0 + 2u, n0, array(acc[8], acc[9], acc[10], acc[11]));
+    store_row(c_base, m0 + 3u, n0, array(acc[12], acc[13], acc[14], acc[15]));
+    store_row(c_base, m0 + 4u, n0, array(acc[16], acc[17], acc[18], acc[19]));
+    store_row(c_base, m0 + 5u, n0, array(acc[20], acc[21], acc[22], acc[23]));
+    store_row(c_base, m0 + 6u, n0, array(acc[24], acc[25], acc[26], acc[27]));
+    store_row(c_base, m0 + 7u, n0, array(acc[28], acc[29], acc[30], acc[31]));
+    store_row(c_base, m0 + 8u, n0, array(acc[32], acc[33], acc[34], acc[35]));
+    store_row(c_base, m0 + 9u, n0, array(acc[36], acc[37], acc[38], acc[39]));
+    store_row(c_base, m0 + 10u, n0, array(acc[40], acc[41], acc[42], acc[43]));
+    store_row(c_base, m0 + 11u, n0, array(acc[44], acc[45], acc[46], acc[47]));
+    store_row(c_base, m0 + 12u, n0, array(acc[48], acc[49], acc[50], acc[51]));
+    store_row(c_base, m0 + 13u, n0, array(acc[52], acc[53], acc[54], acc[55]));
+    store_row(c_base, m0 + 14u, n0, array(acc[56], acc[57], acc[58], acc[59]));
+    store_row(c_base, m0 + 15u, n0, array(acc[60], acc[61], acc[62], acc[63]));
 }
 
-// Writes scale * (v0, v1) to row `row`, columns n0..n0 + 7 of C, skipping those past the edges.
-fn store_row(base: u32, row: u32, n0: u32, v0: vec4<f32>, v1: vec4<f32>) {
+// Writes scale * v to row `row`, columns n0..n0 + 15 of C, skipping those past the edges.
+fn store_row(base: u32, row: u32, n0: u32, v: array<vec4<f32>, 4>) {
     if (row >= p.m) {
         return;
     }
@@ -163,8 +193,7 @@ fn store_row(base: u32, row: u32, n0: u32, v0: vec4<f32>, v1: vec4<f32>) {
         if (col >= p.n) {
             return;
         }
-        let v = select(v1, v0, j < 4u)[j % 4u];
-        c[at + col * p.c.col] = p.scale * v;
+        c[at + col * p.c.col] = p.scale * v[j / 4u][j % 4u];
     }
 }
 

@@ -49,19 +49,27 @@ static LINEAR: KernelSpec = KernelSpec {
     ],
 };
 
-static ATTENTION: KernelSpec = KernelSpec {
-    name: "attention",
+/// Bindings of both attention kernels: params, a, b, c (see shaders/attention.wgsl).
+const ATTENTION_BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageReadWrite,
+];
+
+static ATTENTION_MATMUL: KernelSpec = KernelSpec {
+    name: "attention_matmul",
     source: include_str!("../../../shaders/attention.wgsl"),
-    entry_point: "attention",
-    bindings: &[
-        Binding::Uniform,
-        Binding::StorageRead,
-        Binding::StorageReadWrite,
-    ],
+    entry_point: "matmul",
+    bindings: ATTENTION_BINDINGS,
 };
 
-/// The largest attention head the attention kernel takes (8 values per thread of 64).
-pub(super) const MAX_HEAD_DIM: usize = 512;
+static ATTENTION_SOFTMAX: KernelSpec = KernelSpec {
+    name: "attention_softmax",
+    source: include_str!("../../../shaders/attention.wgsl"),
+    entry_point: "softmax",
+    bindings: ATTENTION_BINDINGS,
+};
 
 /// An activation: a graph tensor of shape [batch, channels, height, width].
 #[derive(Debug, Clone, Copy)]
@@ -543,13 +551,37 @@ impl Resnet {
     }
 }
 
+/// Mirrors `Operand` in shaders/attention.wgsl: element (r, c) of slice z (global index
+/// s = first + z = b * heads + h) is at
+/// `offset + (s / heads) * batch + (s % heads) * head + z * slice + r * row + c * col`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Operand {
+    offset: u32,
+    batch: u32,
+    head: u32,
+    slice: u32,
+    row: u32,
+    col: u32,
+    _pad: [u32; 2],
+}
+
+/// Mirrors `AttentionParams` in shaders/attention.wgsl: C (m x n) = scale * A (m x k) B (k x n)
+/// for `matmul`, a row softmax of C for `softmax`, over `slices` (b, h) slices from `first`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct AttentionParams {
-    channels: u32,
-    head_dim: u32,
-    tokens: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    heads: u32,
+    first: u32,
+    slices: u32,
     scale: f32,
+    _pad: u32,
+    a: Operand,
+    b: Operand,
+    c: Operand,
 }
 
 /// diffusers' spatial self-attention block (`Attention` with a residual connection): optional
@@ -609,23 +641,104 @@ impl AttentionBlock {
             .qkv
             .record(graph, batch, normed, ConvExtras::default(), "attention qkv")?;
         let tokens = input.plane();
+        let (n, c, d) = (tokens as u32, self.channels as u32, self.head_dim as u32);
+        let heads = self.channels / self.head_dim;
         let attended = graph.tensor(batch * self.channels * tokens, "attention output")?;
-        let params = AttentionParams {
-            channels: self.channels as u32,
-            head_dim: self.head_dim as u32,
-            tokens: tokens as u32,
-            scale: (1.0 / (self.head_dim as f64).sqrt()) as f32,
+        // Scores [slices, N, N] for all batch * heads (b, h) slices at once, or, when that is
+        // over the device's limits, for as many slices as fit, reused by one dispatch group per
+        // chunk of slices.
+        let total = batch * heads;
+        let per_slice = tokens * tokens;
+        let (scores, chunk) = match graph.tensor(total * per_slice, "attention scores") {
+            Ok(id) => (id, total),
+            Err(crate::error::Error::TooLarge { limit, .. }) if limit >= (per_slice * 4) as u64 => {
+                let chunk = (limit / (per_slice * 4) as u64) as usize;
+                (graph.tensor(chunk * per_slice, "attention scores")?, chunk)
+            }
+            Err(error) => return Err(error),
         };
-        graph.dispatch(
-            &ATTENTION,
-            &params,
-            &[Resource::Tensor(qkv.id), Resource::Tensor(attended)],
-            [
-                tokens as u32,
-                (self.channels / self.head_dim) as u32,
-                batch as u32,
-            ],
-        );
+        let qkv_operand = |offset: u32, row: u32, col: u32| Operand {
+            offset,
+            batch: 3 * c * n,
+            head: d * n,
+            row,
+            col,
+            ..Operand::default()
+        };
+        let scores_operand = |row: u32, col: u32| Operand {
+            slice: n * n,
+            row,
+            col,
+            ..Operand::default()
+        };
+        // Scores: A = Q^T (rows: query n, inner: channel), B = K (inner: channel, columns:
+        // key m), C = S [n, m].
+        let q = qkv_operand(0, 1, n);
+        let k = qkv_operand(c * n, n, 1);
+        let s = scores_operand(n, 1);
+        // Output: A = V (rows: channel j, inner: key m), B = S^T (inner: key m, columns:
+        // query n), C = out [b, h*d + j, n].
+        let v = qkv_operand(2 * c * n, n, 1);
+        let s_t = scores_operand(1, n);
+        let out = Operand {
+            batch: c * n,
+            head: d * n,
+            row: n,
+            col: 1,
+            ..Operand::default()
+        };
+        // attention.wgsl: a matmul invocation computes a 16 x 16 block of one slice, a softmax
+        // invocation one row; both run in workgroups of 16 on a grid folded like conv2d's.
+        let grid = |graph: &GraphBuilder<'_>, invocations: usize| {
+            graph.grid_for(invocations.div_ceil(16) * crate::gpu::WORKGROUP_SIZE as usize)
+        };
+        let scale = (1.0 / f64::from(d).sqrt()) as f32;
+        for first in (0..total).step_by(chunk) {
+            let slices = chunk.min(total - first);
+            let params = |m: u32, cols: u32, inner: u32, scale: f32, a, b, c| AttentionParams {
+                m,
+                n: cols,
+                k: inner,
+                heads: heads as u32,
+                first: first as u32,
+                slices: slices as u32,
+                scale,
+                _pad: 0,
+                a,
+                b,
+                c,
+            };
+            let blocks = |m: u32, cols: u32| {
+                slices * (m as usize).div_ceil(16) * (cols as usize).div_ceil(16)
+            };
+            let none = Operand::default();
+            graph.dispatch(
+                &ATTENTION_MATMUL,
+                &params(n, n, d, scale, q, k, s),
+                &[
+                    Resource::Tensor(qkv.id),
+                    Resource::Tensor(qkv.id),
+                    Resource::Tensor(scores),
+                ],
+                grid(graph, blocks(n, n)),
+            );
+            graph.dispatch(
+                &ATTENTION_SOFTMAX,
+                &params(n, n, 0, 1.0, none, none, s),
+                &[Resource::Unused, Resource::Unused, Resource::Tensor(scores)],
+                grid(graph, slices * tokens),
+            );
+            graph.dispatch(
+                &ATTENTION_MATMUL,
+                &params(d, n, n, 1.0, v, s_t, out),
+                &[
+                    Resource::Tensor(qkv.id),
+                    Resource::Tensor(scores),
+                    Resource::Tensor(attended),
+                ],
+                grid(graph, blocks(d, n)),
+            );
+        }
         let attended = Act {
             id: attended,
             ..input

@@ -15,8 +15,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use graph::{Graph, GraphBuilder, TensorId};
+use layers::Sampling;
 use layers::{Act, AttentionBlock, Conv, ConvExtras, GroupNorm, Linear, Resnet, ResnetSettings};
-use layers::{MAX_HEAD_DIM, Sampling};
 
 use super::NoiseModel;
 use crate::error::{Error, Result};
@@ -168,26 +168,14 @@ impl Unet {
             temb_channels: temb,
             scale_shift: config.resnet_time_scale_shift == TimeScaleShift::ScaleShift,
         };
-        let head_dim = |c: usize| -> Result<usize> {
-            let dim = config.attention_head_dim.unwrap_or(c);
-            if dim > MAX_HEAD_DIM {
-                return Err(Error::Config {
-                    source_name: "config.json".into(),
-                    key: "attention_head_dim".into(),
-                    message: format!(
-                        "an attention head of {dim} channels is over the supported {MAX_HEAD_DIM}"
-                    ),
-                });
-            }
-            Ok(dim)
-        };
+        let head_dim = |c: usize| config.attention_head_dim.unwrap_or(c);
         let attention = |source: &mut dyn TensorSource, prefix: &str, c, groups, scale| {
             AttentionBlock::load(
                 g,
                 source,
                 prefix,
                 c,
-                head_dim(c)?,
+                head_dim(c),
                 groups,
                 config.norm_eps,
                 scale,
