@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--time-limit", type=float, default=None, help="minutes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start a new run from an exported diffusers folder (its EMA weights)")
     args = parser.parse_args()
 
     torch.set_num_threads(2)
@@ -96,6 +98,11 @@ def main() -> None:
     scheduler = DDPMScheduler(**SCHEDULER_CONFIG)
     generator = torch.Generator().manual_seed(args.seed)
     step, losses, seconds = 0, [], 0.0
+    if args.init_from is not None and not checkpoint_path.exists():
+        start = UNet2DModel.from_pretrained(args.init_from, low_cpu_mem_usage=False)
+        model.load_state_dict(start.state_dict())
+        ema.load_state_dict(start.state_dict())
+        print(f"starting from the weights in {args.init_from}")
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
         model.load_state_dict(state["model"])
