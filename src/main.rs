@@ -8,28 +8,33 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use diffusion_wgpu::io::{read_tensors, take_tensor, write_png_grid, write_tensors};
-use diffusion_wgpu::model::unet::ModelFiles;
+use diffusion_wgpu::model::unet::{ModelFiles, bundled_scheduler_config};
 use diffusion_wgpu::{
     Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep,
     Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Unet,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// With no subcommand it samples: by default a 4x4 grid from the bundled Fashion-MNIST model
+/// with DDIM, 50 steps, eta 0, written to samples.png.
 #[derive(Parser)]
 #[command(
     version,
-    about = "Diffusion sampling (DDPM, DDIM) on any GPU through wgpu"
+    about = "Diffusion sampling (DDPM, DDIM) on any GPU through wgpu",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    sample: SampleArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Print the GPU adapter, backend, device type and the limits that matter.
     Info,
-    /// Sample images with a diffusers UNet2DModel checkpoint.
+    /// Sample images (the default): the bundled model, or a diffusers UNet2DModel checkpoint.
     Sample(SampleArgs),
     /// One U-Net forward pass: IN holds `sample` [B,C,H,W] and `timesteps` [B]; OUT gets `eps`.
     Forward(ForwardArgs),
@@ -79,9 +84,9 @@ struct SamplingArgs {
 #[derive(clap::Args)]
 struct SampleArgs {
     /// A diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors) or a
-    /// pipeline folder with unet/ and scheduler/.
+    /// pipeline folder with unet/ and scheduler/ (default: the bundled Fashion-MNIST model).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// Number of images (ignored with --init).
@@ -145,13 +150,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
     let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
     match cli.command {
-        Command::Info => {
+        Some(Command::Info) => {
             print_info(&gpu);
             Ok(())
         }
-        Command::Sample(args) => sample(gpu, &args),
-        Command::Forward(args) => forward(gpu, &args),
-        Command::Toy(args) => toy(gpu, &args),
+        Some(Command::Sample(args)) => sample(gpu, &args),
+        Some(Command::Forward(args)) => forward(gpu, &args),
+        Some(Command::Toy(args)) => toy(gpu, &args),
+        None => sample(gpu, &cli.sample),
     }
 }
 
@@ -198,10 +204,15 @@ impl SamplingArgs {
         &self,
         model_default: Option<&Path>,
     ) -> diffusion_wgpu::Result<SchedulerConfig> {
-        let mut config = match self.scheduler_config.as_deref().or(model_default) {
+        let config = match self.scheduler_config.as_deref().or(model_default) {
             Some(path) => SchedulerConfig::from_file(path)?,
             None => SchedulerConfig::default(),
         };
+        Ok(self.with_overrides(config))
+    }
+
+    /// `config` with the command line's overrides (`--spacing`) applied.
+    fn with_overrides(&self, mut config: SchedulerConfig) -> SchedulerConfig {
         if let Some(spacing) = self.spacing {
             config.timestep_spacing = match spacing {
                 Spacing::Leading => TimestepSpacing::Leading,
@@ -209,7 +220,7 @@ impl SamplingArgs {
                 Spacing::Trailing => TimestepSpacing::Trailing,
             };
         }
-        Ok(config)
+        config
     }
 
     fn settings(&self) -> SamplerSettings {
@@ -255,11 +266,23 @@ fn run_sampler(
 }
 
 fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
-    let files = ModelFiles::locate(&args.model)?;
-    let unet = Unet::load(gpu.clone(), &args.model)?;
-    let config = args
-        .sampling
-        .scheduler_config(files.scheduler_config.as_deref())?;
+    let (unet, config) = match &args.model {
+        Some(dir) => {
+            let files = ModelFiles::locate(dir)?;
+            let unet = Unet::load(gpu.clone(), dir)?;
+            let config = args
+                .sampling
+                .scheduler_config(files.scheduler_config.as_deref())?;
+            (unet, config)
+        }
+        None => {
+            let config = match &args.sampling.scheduler_config {
+                Some(_) => args.sampling.scheduler_config(None)?,
+                None => args.sampling.with_overrides(bundled_scheduler_config()?),
+            };
+            (Unet::bundled(gpu.clone())?, config)
+        }
+    };
     let settings = args.sampling.settings();
     let sampler = Sampler::new(gpu.clone(), config)?;
 

@@ -130,6 +130,30 @@ fn sample_writes_png_grids_and_safetensors() {
 }
 
 #[test]
+fn no_subcommand_samples_the_bundled_model() {
+    let png = scratch("bundled.png");
+    let result = cli(&[
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.contains("adapter:") && stdout.contains("wrote"),
+        "{stdout}"
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    // Two 28x28 grayscale images side by side with 2-pixel borders.
+    assert_eq!((reader.info().width, reader.info().height), (62, 32));
+    assert_eq!(reader.info().color_type, png::ColorType::Grayscale);
+}
+
+#[test]
 fn misuse_gives_a_one_line_error_and_a_failure_code() {
     let missing = scratch("no_such_model");
     let bad_eta = fixture_dir("unet_small");

@@ -157,6 +157,29 @@ impl Gpu {
         self.device.limits()
     }
 
+    /// Fails with [`Error::TooLarge`] when a storage buffer of `bytes` for tensor `name` would
+    /// exceed the device's `max_buffer_size` or `max_storage_buffer_binding_size`.
+    pub fn check_storage_size(&self, name: &str, bytes: u64) -> Result<()> {
+        let limits = self.limits();
+        for (limit_name, limit) in [
+            ("max_buffer_size", limits.max_buffer_size),
+            (
+                "max_storage_buffer_binding_size",
+                limits.max_storage_buffer_binding_size,
+            ),
+        ] {
+            if bytes > limit {
+                return Err(Error::TooLarge {
+                    tensor: name.to_string(),
+                    bytes,
+                    limit_name,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The compiled kernel for `spec`, built on first use and cached for the device's lifetime.
     pub fn kernel(&self, spec: &'static KernelSpec) -> Arc<Kernel> {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());

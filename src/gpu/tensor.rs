@@ -19,23 +19,7 @@ impl GpuTensor {
     pub fn zeros(gpu: &Gpu, shape: &[usize], name: &str) -> Result<Self> {
         let len: usize = shape.iter().product();
         let bytes = (len.max(1) * 4) as u64;
-        let limits = gpu.limits();
-        for (limit_name, limit) in [
-            ("max_buffer_size", limits.max_buffer_size),
-            (
-                "max_storage_buffer_binding_size",
-                limits.max_storage_buffer_binding_size,
-            ),
-        ] {
-            if bytes > limit {
-                return Err(Error::TooLarge {
-                    tensor: name.to_string(),
-                    bytes,
-                    limit_name,
-                    limit,
-                });
-            }
-        }
+        gpu.check_storage_size(name, bytes)?;
         let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
             size: bytes,

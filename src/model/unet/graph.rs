@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{Gpu, Kernel, KernelSpec};
 
 /// A logical tensor of the graph (f32 elements, batch included).
@@ -73,24 +73,7 @@ impl<'g> GraphBuilder<'g> {
     /// A new tensor of `len` elements; `name` labels it in errors. Fails when it exceeds the
     /// device's buffer limits.
     pub fn tensor(&mut self, len: usize, name: &str) -> Result<TensorId> {
-        let bytes = (len * 4) as u64;
-        let limits = self.gpu.limits();
-        for (limit_name, limit) in [
-            ("max_buffer_size", limits.max_buffer_size),
-            (
-                "max_storage_buffer_binding_size",
-                limits.max_storage_buffer_binding_size,
-            ),
-        ] {
-            if bytes > limit {
-                return Err(Error::TooLarge {
-                    tensor: name.to_string(),
-                    bytes,
-                    limit_name,
-                    limit,
-                });
-            }
-        }
+        self.gpu.check_storage_size(name, (len * 4) as u64)?;
         self.tensors.push(TensorInfo {
             len: len.max(1),
             first_use: OUTPUT,

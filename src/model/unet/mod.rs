@@ -1,12 +1,14 @@
 //! The built-in noise model: diffusers' `UNet2DModel`, its whole forward pass in WGSL, loaded
 //! from a checkpoint folder as `save_pretrained` writes it.
 
+mod bundled;
 mod config;
 mod files;
 mod graph;
 mod layers;
 mod weights;
 
+pub use bundled::{BUNDLED_MODEL, bundled_scheduler_config};
 pub use config::{DownBlockType, TimeScaleShift, UnetConfig, UpBlockType};
 pub use files::ModelFiles;
 pub use weights::Weights;
@@ -401,16 +403,20 @@ impl Unet {
         class_labels: Option<&[u32]>,
     ) -> Result<Vec<f32>> {
         let gpu = &*self.gpu;
-        let input = GpuTensor::from_slice(gpu, &shape, sample, "sample")?;
-        let output = GpuTensor::zeros(
-            gpu,
-            &[shape[0], self.config.out_channels, shape[2], shape[3]],
-            "unet output",
-        )?;
+        let (input, output) = self.host_io(sample, shape)?;
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         self.record(&mut encoder, &input, timesteps, class_labels, &output)?;
         gpu.queue().submit([encoder.finish()]);
         output.read(gpu)
+    }
+
+    /// The input tensor holding `sample` and an output tensor for a forward on host data.
+    fn host_io(&self, sample: &[f32], shape: [usize; 4]) -> Result<(GpuTensor, GpuTensor)> {
+        let gpu = &*self.gpu;
+        let input = GpuTensor::from_slice(gpu, &shape, sample, "sample")?;
+        let out_shape = [shape[0], self.config.out_channels, shape[2], shape[3]];
+        let output = GpuTensor::zeros(gpu, &out_shape, "unet output")?;
+        Ok((input, output))
     }
 
     /// One forward pass that also returns the output of each top-level submodule
@@ -425,32 +431,19 @@ impl Unet {
         class_labels: Option<&[u32]>,
     ) -> Result<Vec<Activation>> {
         let gpu = &*self.gpu;
-        let input = GpuTensor::from_slice(gpu, &shape, sample, "sample")?;
-        let output = GpuTensor::zeros(
-            gpu,
-            &[shape[0], self.config.out_channels, shape[2], shape[3]],
-            "unet output",
-        )?;
+        let (input, output) = self.host_io(sample, shape)?;
         self.check_inputs(&input, timesteps, class_labels, &output)?;
-        let probed = self.build(shape[0], shape[2], shape[3], true)?;
-        let mut guard = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        let previous = guard.replace(probed);
+        let mut probed = self.build(shape[0], shape[2], shape[3], true)?;
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        let recorded = self.record_compiled(
-            &mut guard,
+        self.record_compiled(
+            &mut probed,
             &mut encoder,
             &input,
             timesteps,
             class_labels,
             &output,
-        );
-        let probed = std::mem::replace(&mut *guard, previous);
-        drop(guard);
-        recorded?;
+        )?;
         gpu.queue().submit([encoder.finish()]);
-        let Some(probed) = probed else {
-            return Ok(Vec::new());
-        };
         probed
             .probes
             .iter()
@@ -587,17 +580,17 @@ impl Unet {
         let reusable = |c: &Compiled| {
             (c.height, c.width) == (height, width) && (c.chunk >= batch || c.limited)
         };
-        match guard.take() {
-            Some(c) if reusable(&c) => *guard = Some(c),
-            _ => *guard = Some(self.compile(batch, height, width)?),
-        }
-        self.record_compiled(&mut guard, encoder, sample, timesteps, class_labels, output)
+        let compiled = match guard.take() {
+            Some(c) if reusable(&c) => guard.insert(c),
+            _ => guard.insert(self.compile(batch, height, width)?),
+        };
+        self.record_compiled(compiled, encoder, sample, timesteps, class_labels, output)
     }
 
-    /// Records the forward pass with the compiled graph in `slot`.
+    /// Records the forward pass with `compiled`.
     fn record_compiled(
         &self,
-        slot: &mut Option<Compiled>,
+        compiled: &mut Compiled,
         encoder: &mut wgpu::CommandEncoder,
         sample: &GpuTensor,
         timesteps: &[u32],
@@ -605,9 +598,6 @@ impl Unet {
         output: &GpuTensor,
     ) -> Result<()> {
         let gpu = &*self.gpu;
-        let Some(compiled) = slot.as_mut() else {
-            return Ok(());
-        };
         let [batch, channels, height, width] =
             <[usize; 4]>::try_from(sample.shape()).map_err(|_| Error::Shape {
                 tensor: "sample".into(),
