@@ -682,29 +682,9 @@ fn bad_configs_name_the_key() {
 
 #[test]
 fn cifar10_config_parses() {
-    // google/ddpm-cifar10-32's config as in the shared fixtures (no weights).
-    let text = r#"{
-      "_class_name": "UNet2DModel",
-      "_diffusers_version": "0.0.4",
-      "act_fn": "silu",
-      "attention_head_dim": null,
-      "block_out_channels": [128, 256, 256, 256],
-      "center_input_sample": false,
-      "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
-      "downsample_padding": 0,
-      "flip_sin_to_cos": false,
-      "freq_shift": 1,
-      "in_channels": 3,
-      "layers_per_block": 2,
-      "mid_block_scale_factor": 1,
-      "norm_eps": 1e-06,
-      "norm_num_groups": 32,
-      "out_channels": 3,
-      "sample_size": 32,
-      "time_embedding_type": "positional",
-      "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
-    }"#;
-    let config = UnetConfig::from_json_str(text, "ddpm-cifar10-32/config.json").unwrap();
+    // google/ddpm-cifar10-32's config (no weights).
+    let config =
+        UnetConfig::from_file(&fixture_dir("ddpm_cifar10_32").join("config.json")).unwrap();
     assert_eq!(config.time_embed_dim(), 512);
     assert!(config.mid_block);
     // 35.7M parameters, as the released checkpoint has.
