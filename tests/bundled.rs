@@ -11,11 +11,7 @@ use diffusion_wgpu::Unet;
 fn bundled_model_matches_diffusers() {
     let refs = fixture("diffusers/bundled_forward.safetensors");
     let unet = Unet::bundled(gpu()).unwrap();
-    let timesteps: Vec<u32> = refs["timesteps"]
-        .usize()
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
     let eps = unet
         .forward(&refs["x"].f32(), [2, 1, 28, 28], &timesteps, None)
         .unwrap();

@@ -21,11 +21,7 @@ fn model_dir(name: &str) -> String {
 fn forward_matches_diffusers_f64_for_both_key_styles() {
     let refs = fixture("diffusers/unet_small_forward.safetensors");
     let x = refs["x"].f32();
-    let timesteps: Vec<u32> = refs["timesteps"]
-        .usize()
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
     let shape = [2, 3, 32, 32];
     for folder in ["unet_small", "unet_small_legacy_keys"] {
         let unet = Unet::load(gpu(), model_dir(folder)).unwrap();
@@ -41,11 +37,7 @@ fn forward_matches_diffusers_f64_for_both_key_styles() {
 fn every_activation_matches_diffusers_f64() {
     let refs = fixture("diffusers/unet_small_forward.safetensors");
     let x = refs["x"].f32();
-    let timesteps: Vec<u32> = refs["timesteps"]
-        .usize()
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
     let unet = Unet::load(gpu(), model_dir("unet_small")).unwrap();
     let activations = unet
         .forward_activations(&x, [2, 3, 32, 32], &timesteps, None)
@@ -126,11 +118,7 @@ fn an_f16_checkpoint_gives_the_f32_output_within_f16_rounding() {
 
     let refs = fixture("diffusers/unet_small_forward.safetensors");
     let x = refs["x"].f32();
-    let timesteps: Vec<u32> = refs["timesteps"]
-        .usize()
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
     let shape = [2, 3, 32, 32];
     let f16_model = Unet::load(gpu(), &folder).unwrap();
     let eps_f16 = f16_model.forward(&x, shape, &timesteps, None).unwrap();
@@ -173,11 +161,7 @@ fn gpu_with_binding_limit(bytes: u64) -> std::sync::Arc<diffusion_wgpu::Gpu> {
 fn batches_over_the_binding_limit_run_in_chunks_or_fail_clearly() {
     let refs = fixture("diffusers/unet_small_forward.safetensors");
     let x = refs["x"].f32();
-    let timesteps: Vec<u32> = refs["timesteps"]
-        .usize()
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
     // The largest activation of one 32x32 image is a 96-channel concatenation: 393,216 bytes.
     let gpu = gpu_with_binding_limit(512 * 1024);
     let unet = Unet::load(gpu, model_dir("unet_small")).unwrap();

@@ -28,14 +28,8 @@ fn variants_match_diffusers_f64() {
         let unet = Unet::load(gpu(), &dir).unwrap();
         let x = &refs["x"];
         let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
-        let timesteps: Vec<u32> = refs["timesteps"]
-            .usize()
-            .iter()
-            .map(|&t| t as u32)
-            .collect();
-        let labels: Option<Vec<u32>> = refs
-            .get("class_labels")
-            .map(|l| l.usize().iter().map(|&c| c as u32).collect());
+        let timesteps: Vec<u32> = refs["timesteps"].u32();
+        let labels: Option<Vec<u32>> = refs.get("class_labels").map(|l| l.u32());
         let activations = unet
             .forward_activations(&x.f32(), shape, &timesteps, labels.as_deref())
             .unwrap();

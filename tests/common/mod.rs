@@ -32,6 +32,10 @@ impl Array {
     pub fn usize(&self) -> Vec<usize> {
         self.data.iter().map(|&v| v as usize).collect()
     }
+    /// Integer values (timesteps, class labels) as u32.
+    pub fn u32(&self) -> Vec<u32> {
+        self.data.iter().map(|&v| v as u32).collect()
+    }
     pub fn i64(&self) -> Vec<i64> {
         self.data.iter().map(|&v| v as i64).collect()
     }
