@@ -7,8 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use diffusion_wgpu::bench::BenchSettings;
+use diffusion_wgpu::bench::peer::{self, PeerModel};
 use diffusion_wgpu::io::{read_tensors, take_tensor, write_png_grid, write_tensors};
-use diffusion_wgpu::model::unet::{ModelFiles, bundled_scheduler_config};
+use diffusion_wgpu::model::unet::{
+    BUNDLED_MODEL, ModelFiles, architecture_config, bundled_scheduler_config, write_bundled_model,
+};
 use diffusion_wgpu::{
     Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep,
     Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Unet,
@@ -40,6 +44,9 @@ enum Command {
     Forward(ForwardArgs),
     /// Sample with the analytic toy model eps = 0.1 * x (checks the whole pipeline end to end).
     Toy(ToyArgs),
+    /// Measure a U-Net: ms per forward and per step, images/s of a DDIM run, the sampler's
+    /// share, GFLOP/s and GPU time per kernel family.
+    Bench(BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -136,6 +143,41 @@ struct ToyArgs {
     size: usize,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// A diffusers UNet2DModel folder (default: the bundled model).
+    #[arg(long, conflicts_with = "arch")]
+    model: Option<PathBuf>,
+    /// A built-in architecture with random weights: ddpm-cifar10-32.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Batch sizes, separated by commas.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batch: Vec<usize>,
+    /// DDIM steps of the timed sampling run (0: no run).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Timed forward passes and profile repeats per batch size.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Skip the per-kernel profile and the GEMM ceiling.
+    #[arg(long)]
+    no_profile: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also time diffusers' UNet2DModel on PyTorch with benches/peer/unet_peer.py (run with
+    /// this Python, which needs torch and diffusers) and print the ratio.
+    #[arg(long, value_name = "PYTHON")]
+    peer: Option<PathBuf>,
+    /// The peer's torch device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    peer_device: String,
+    /// Image side in pixels (default: the model's sample_size).
+    #[arg(long)]
+    size: Option<usize>,
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run(Cli::parse()) {
@@ -157,6 +199,7 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
         Some(Command::Sample(args)) => sample(gpu, &args),
         Some(Command::Forward(args)) => forward(gpu, &args),
         Some(Command::Toy(args)) => toy(gpu, &args),
+        Some(Command::Bench(args)) => bench(gpu, &args),
         None => sample(gpu, &cli.sample),
     }
 }
@@ -448,4 +491,106 @@ fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
         seconds * 1e3 / settings.num_inference_steps as f64
     );
     Ok(())
+}
+
+fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
+    let (unet, name, scheduler) = match (&args.model, &args.arch) {
+        (Some(dir), _) => {
+            let files = ModelFiles::locate(dir)?;
+            let scheduler = match files.scheduler_config.as_deref() {
+                Some(path) => SchedulerConfig::from_file(path)?,
+                None => SchedulerConfig::default(),
+            };
+            (
+                Unet::load(gpu.clone(), dir)?,
+                dir.display().to_string(),
+                scheduler,
+            )
+        }
+        (None, Some(arch)) => (
+            Unet::architecture(gpu.clone(), arch, 0)?,
+            format!("{arch} (random weights)"),
+            SchedulerConfig::default(),
+        ),
+        (None, None) => (
+            Unet::bundled(gpu.clone())?,
+            BUNDLED_MODEL.to_string(),
+            bundled_scheduler_config()?,
+        ),
+    };
+    let size = args
+        .size
+        .or(unet.config().sample_size)
+        .ok_or(Error::InvalidSetting {
+            setting: "--size",
+            message: "the model's config has no sample_size: give --size".into(),
+        })?;
+    let sampler = Sampler::new(gpu, scheduler)?;
+    let settings = BenchSettings {
+        batches: args.batch.clone(),
+        run_steps: args.steps,
+        repeats: args.repeats,
+        profile: !args.no_profile,
+    };
+    let report = diffusion_wgpu::bench::run(&unet, &name, &sampler, size, &settings)?;
+    let peer = match &args.peer {
+        Some(python) => {
+            let model = peer_model(args)?;
+            let peer = peer::run(
+                python,
+                &model,
+                &args.batch,
+                args.repeats,
+                args.steps,
+                &args.peer_device,
+            );
+            if let PeerModel::Folder(dir) | PeerModel::ConfigOnly(dir) = &model
+                && args.model.is_none()
+            {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Some(peer?)
+        }
+        None => None,
+    };
+    if args.json {
+        let mut json = report.to_json();
+        if let Some(peer) = &peer {
+            json["peer"] = peer.json.clone();
+            json["peer_ratios"] = peer.ratios_json(&report);
+        }
+        println!("{json:#}");
+    } else {
+        print!("{}", report.to_text());
+        if let Some(peer) = &peer {
+            print!("{}", peer.text(&report));
+        }
+    }
+    Ok(())
+}
+
+/// The model folder the PyTorch peer loads: the checkpoint folder, or the bundled model or the
+/// architecture's config written to a temporary folder.
+fn peer_model(args: &BenchArgs) -> diffusion_wgpu::Result<PeerModel> {
+    if let Some(dir) = &args.model {
+        return Ok(PeerModel::Folder(dir.clone()));
+    }
+    let dir = std::env::temp_dir().join(format!("diffusion-wgpu-bench-{}", std::process::id()));
+    match &args.arch {
+        Some(arch) => {
+            let json = architecture_config(arch).ok_or_else(|| Error::InvalidSetting {
+                setting: "--arch",
+                message: format!("unknown architecture `{arch}`"),
+            })?;
+            let path = dir.join("config.json");
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, json))
+                .map_err(|source| Error::Io { path, source })?;
+            Ok(PeerModel::ConfigOnly(dir))
+        }
+        None => {
+            write_bundled_model(&dir)?;
+            Ok(PeerModel::Folder(dir))
+        }
+    }
 }

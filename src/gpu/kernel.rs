@@ -34,6 +34,7 @@ pub struct KernelSpec {
 #[derive(Debug)]
 pub struct Kernel {
     name: &'static str,
+    entry_point: &'static str,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
 }
@@ -90,8 +91,19 @@ impl Kernel {
         });
         Self {
             name: spec.name,
+            entry_point: spec.entry_point,
             pipeline,
             layout,
+        }
+    }
+
+    /// The kernel family for profiles: the spec's name, plus `.entry_point` where a family
+    /// has several entry points (`attention.matmul`).
+    pub fn family(&self) -> String {
+        if self.name == self.entry_point {
+            self.name.to_string()
+        } else {
+            format!("{}.{}", self.name, self.entry_point)
         }
     }
 

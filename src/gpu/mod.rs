@@ -4,9 +4,11 @@
 pub mod elementwise;
 mod kernel;
 mod tensor;
+mod timer;
 
 pub use kernel::{Binding, Kernel, KernelSpec, WORKGROUP_SIZE};
 pub use tensor::GpuTensor;
+pub use timer::GpuTimer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -92,10 +94,12 @@ impl Gpu {
         };
 
         let info = adapter.get_info();
+        // Optional: timestamps for `bench`'s per-kernel profile, where the adapter has them.
+        let optional_features = adapter.features() & GpuTimer::FEATURES;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("diffusion-wgpu"),
-                required_features: wgpu::Features::empty(),
+                required_features: optional_features,
                 required_limits: adapter.limits(),
                 ..Default::default()
             })

@@ -2,10 +2,11 @@
 //! tools/train), embedded in the binary so that nothing is read from the source tree at run
 //! time.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{Unet, UnetConfig, Weights};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::schedule::SchedulerConfig;
 
@@ -31,4 +32,24 @@ impl Unet {
 /// The scheduler configuration the bundled model was trained with.
 pub fn bundled_scheduler_config() -> Result<SchedulerConfig> {
     SchedulerConfig::from_json_str(SCHEDULER_CONFIG, BUNDLED_MODEL)
+}
+
+/// Writes the bundled model as a diffusers folder (config.json,
+/// diffusion_pytorch_model.safetensors, scheduler_config.json) into `dir`, e.g. for
+/// `UNet2DModel.from_pretrained(dir)`.
+pub fn write_bundled_model(dir: &Path) -> Result<()> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    for (name, bytes) in [
+        ("config.json", CONFIG.as_bytes()),
+        ("diffusion_pytorch_model.safetensors", WEIGHTS),
+        ("scheduler_config.json", SCHEDULER_CONFIG.as_bytes()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(io_error(&path))?;
+    }
+    Ok(())
 }

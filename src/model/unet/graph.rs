@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::gpu::{Gpu, Kernel, KernelSpec};
+use crate::gpu::{Gpu, GpuTimer, Kernel, KernelSpec};
 
 /// A logical tensor of the graph (f32 elements, batch included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,7 @@ struct PendingOp {
     /// Bindings 1...
     bindings: Vec<PendingBinding>,
     grid: [u32; 3],
+    work: Option<MatmulShape>,
 }
 
 enum PendingBinding {
@@ -50,9 +51,58 @@ pub(super) struct GraphBuilder<'g> {
     ops: Vec<PendingOp>,
 }
 
+/// The arithmetic of a dispatch seen as matrix products: `count` products of an [m, k] by a
+/// [k, n] matrix (a convolution is one implicit GEMM with m = C_out, n = B * H_out * W_out,
+/// k = C_in * K * K).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulShape {
+    /// Rows of the product.
+    pub m: u64,
+    /// Columns of the product.
+    pub n: u64,
+    /// Inner dimension.
+    pub k: u64,
+    /// Number of such products.
+    pub count: u64,
+}
+
+impl MatmulShape {
+    /// One [m, k] x [k, n] product.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m: m as u64,
+            n: n as u64,
+            k: k as u64,
+            count: 1,
+        }
+    }
+
+    /// `count` products of [m, k] x [k, n].
+    pub fn batched(count: usize, m: usize, n: usize, k: usize) -> Self {
+        Self {
+            count: count as u64,
+            ..Self::new(m, n, k)
+        }
+    }
+
+    /// 2 * m * n * k * count.
+    pub fn flops(&self) -> u64 {
+        2 * self.m * self.n * self.k * self.count
+    }
+}
+
+/// One recorded dispatch of a built graph.
+struct Op {
+    kernel: Arc<Kernel>,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+    /// The products it computes (`None` for normalisation and elementwise kernels).
+    work: Option<MatmulShape>,
+}
+
 /// A built forward pass.
 pub(super) struct Graph {
-    ops: Vec<(Arc<Kernel>, wgpu::BindGroup, [u32; 3])>,
+    ops: Vec<Op>,
     buffers: Vec<wgpu::Buffer>,
     slots: Vec<usize>,
 }
@@ -95,13 +145,14 @@ impl<'g> GraphBuilder<'g> {
     }
 
     /// Appends one dispatch of `spec` with `params` in its uniform (binding 0) and `resources`
-    /// in bindings 1.., over `grid` workgroups.
+    /// in bindings 1.., over `grid` workgroups; `work` describes its products for profiles.
     pub fn dispatch<P: bytemuck::Pod>(
         &mut self,
         spec: &'static KernelSpec,
         params: &P,
         resources: &[Resource<'_>],
         grid: [u32; 3],
+        work: Option<MatmulShape>,
     ) {
         let index = self.ops.len() + 1;
         let bindings = resources
@@ -122,6 +173,7 @@ impl<'g> GraphBuilder<'g> {
             params: bytemuck::bytes_of(params).to_vec(),
             bindings,
             grid,
+            work,
         });
     }
 
@@ -174,8 +226,12 @@ impl<'g> GraphBuilder<'g> {
                     PendingBinding::Weight(buffer) => buffer.as_entire_binding(),
                     PendingBinding::Unused => unused.as_entire_binding(),
                 }));
-                let bind_group = op.kernel.bind_group(device, &resources);
-                (op.kernel, bind_group, op.grid)
+                Op {
+                    bind_group: op.kernel.bind_group(device, &resources),
+                    kernel: op.kernel,
+                    grid: op.grid,
+                    work: op.work,
+                }
             })
             .collect();
         Graph {
@@ -222,9 +278,35 @@ fn assign_buffers(tensors: &[TensorInfo]) -> (Vec<usize>, Vec<usize>) {
 impl Graph {
     /// Records every dispatch into `pass`.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for (kernel, bind_group, grid) in &self.ops {
-            kernel.dispatch(pass, bind_group, &[], *grid);
+        for op in &self.ops {
+            op.kernel.dispatch(pass, &op.bind_group, &[], op.grid);
         }
+    }
+
+    /// Records every dispatch into `pass` with timestamp `first + i` before op `i` and one
+    /// after the last (`timer` needs room for `first + len + 1`).
+    pub fn record_timed(&self, pass: &mut wgpu::ComputePass<'_>, timer: &GpuTimer, first: u32) {
+        timer.stamp(pass, first);
+        for (i, op) in self.ops.iter().enumerate() {
+            op.kernel.dispatch(pass, &op.bind_group, &[], op.grid);
+            timer.stamp(pass, first + i as u32 + 1);
+        }
+    }
+
+    /// Records dispatch `index` alone into `pass`.
+    pub fn record_op(&self, pass: &mut wgpu::ComputePass<'_>, index: usize) {
+        let op = &self.ops[index];
+        op.kernel.dispatch(pass, &op.bind_group, &[], op.grid);
+    }
+
+    /// Number of dispatches.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Each dispatch's kernel family and products, in order.
+    pub fn op_work(&self) -> impl Iterator<Item = (String, Option<MatmulShape>)> + '_ {
+        self.ops.iter().map(|op| (op.kernel.family(), op.work))
     }
 
     /// The buffer that holds tensor `id`.

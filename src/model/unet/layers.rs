@@ -3,7 +3,7 @@
 //! [`GraphBuilder`]. Kernel parameter structs mirror the WGSL files in shaders/.
 
 use super::TensorSource;
-use super::graph::{GraphBuilder, Resource, TensorId};
+use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use crate::error::Result;
 use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec};
 
@@ -58,14 +58,14 @@ const ATTENTION_BINDINGS: &[Binding] = &[
 ];
 
 static ATTENTION_MATMUL: KernelSpec = KernelSpec {
-    name: "attention_matmul",
+    name: "attention",
     source: include_str!("../../../shaders/attention.wgsl"),
     entry_point: "matmul",
     bindings: ATTENTION_BINDINGS,
 };
 
 static ATTENTION_SOFTMAX: KernelSpec = KernelSpec {
-    name: "attention_softmax",
+    name: "attention",
     source: include_str!("../../../shaders/attention.wgsl"),
     entry_point: "softmax",
     bindings: ATTENTION_BINDINGS,
@@ -262,6 +262,11 @@ impl Conv {
                 Resource::Tensor(output),
             ],
             grid,
+            Some(MatmulShape::new(
+                self.c_out,
+                batch * height * width,
+                self.c_in * self.kernel * self.kernel,
+            )),
         );
         Ok(Act {
             id: output,
@@ -345,6 +350,7 @@ impl GroupNorm {
                 Resource::Tensor(output),
             ],
             [self.groups as u32, batch as u32, 1],
+            None,
         );
         Ok(Act {
             id: output,
@@ -426,6 +432,7 @@ impl Linear {
                 Resource::Tensor(output),
             ],
             grid,
+            Some(MatmulShape::new(self.out_features, batch, self.in_features)),
         );
         Ok(output)
     }
@@ -584,6 +591,48 @@ struct AttentionParams {
     c: Operand,
 }
 
+/// Records a plain row-major product C [m, n] = A [m, k] B [k, n] with the attention's matmul
+/// kernel (used by `bench` as the GEMM ceiling the convolutions are compared with).
+pub(super) fn plain_matmul(
+    graph: &mut GraphBuilder<'_>,
+    shape: MatmulShape,
+    [a, b, c]: [TensorId; 3],
+) {
+    let (m, n, k) = (shape.m as u32, shape.n as u32, shape.k as u32);
+    let operand = |row: u32, slice: u32| Operand {
+        slice,
+        row,
+        col: 1,
+        ..Operand::default()
+    };
+    let params = AttentionParams {
+        m,
+        n,
+        k,
+        heads: 1,
+        first: 0,
+        slices: shape.count as u32,
+        scale: 1.0,
+        _pad: 0,
+        a: operand(k, m * k),
+        b: operand(n, k * n),
+        c: operand(n, m * n),
+    };
+    let blocks = shape.count as usize * (m as usize).div_ceil(16) * (n as usize).div_ceil(16);
+    let grid = graph.grid_for(blocks.div_ceil(16) * crate::gpu::WORKGROUP_SIZE as usize);
+    graph.dispatch(
+        &ATTENTION_MATMUL,
+        &params,
+        &[
+            Resource::Tensor(a),
+            Resource::Tensor(b),
+            Resource::Tensor(c),
+        ],
+        grid,
+        Some(shape),
+    );
+}
+
 /// diffusers' spatial self-attention block (`Attention` with a residual connection): optional
 /// GroupNorm, fused q/k/v projection, multi-head attention, output projection, residual.
 pub(super) struct AttentionBlock {
@@ -721,12 +770,14 @@ impl AttentionBlock {
                     Resource::Tensor(scores),
                 ],
                 grid(graph, blocks(n, n)),
+                Some(MatmulShape::batched(slices, tokens, tokens, self.head_dim)),
             );
             graph.dispatch(
                 &ATTENTION_SOFTMAX,
                 &params(n, n, 0, 1.0, none, none, s),
                 &[Resource::Unused, Resource::Unused, Resource::Tensor(scores)],
                 grid(graph, slices * tokens),
+                None,
             );
             graph.dispatch(
                 &ATTENTION_MATMUL,
@@ -737,6 +788,7 @@ impl AttentionBlock {
                     Resource::Tensor(attended),
                 ],
                 grid(graph, blocks(d, n)),
+                Some(MatmulShape::batched(slices, self.head_dim, tokens, tokens)),
             );
         }
         let attended = Act {

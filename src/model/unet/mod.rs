@@ -1,16 +1,21 @@
 //! The built-in noise model: diffusers' `UNet2DModel`, its whole forward pass in WGSL, loaded
 //! from a checkpoint folder as `save_pretrained` writes it.
 
+mod architectures;
 mod bundled;
 mod config;
 mod files;
 mod graph;
 mod layers;
+mod profile;
 mod weights;
 
-pub use bundled::{BUNDLED_MODEL, bundled_scheduler_config};
+pub use architectures::{architecture_config, architecture_names};
+pub use bundled::{BUNDLED_MODEL, bundled_scheduler_config, write_bundled_model};
 pub use config::{DownBlockType, TimeScaleShift, UnetConfig, UpBlockType};
 pub use files::ModelFiles;
+pub use graph::MatmulShape;
+pub use profile::{FamilyTime, ForwardProfile, ProfileTimer, profile_gemm};
 pub use weights::Weights;
 
 use std::path::Path;
@@ -772,6 +777,7 @@ impl Unet {
                     graph::Resource::Tensor(centered),
                 ],
                 grid,
+                None,
             );
             x.id = centered;
         }
@@ -802,6 +808,7 @@ impl Unet {
                         graph::Resource::Tensor(sum),
                     ],
                     grid,
+                    None,
                 );
                 emb = sum;
                 Some(class_emb)
@@ -904,6 +911,7 @@ fn concat(g: &mut GraphBuilder<'_>, batch: usize, hidden: Act, skip: Act) -> Res
             graph::Resource::Tensor(out),
         ],
         grid,
+        None,
     );
     Ok(Act {
         id: out,
