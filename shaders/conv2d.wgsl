@@ -5,7 +5,9 @@
 // Bindings (group 0):
 //   0 params    uniform ConvParams
 //   1 input     storage read f32 [B, C_in, H_in, W_in]
-//   2 weight    storage read f32 [C_out, C_in, K, K] (PyTorch's layout)
+//   2 weight    texture_2d<f32> (rgba32float, rows of 2^texel_row_shift texels; crate::gpu::TexelTable): the weights
+//               in blocks of BLOCK_C output channels: texel ((cb * C_in + ci) * K * K + tap) * 4
+//               + q holds channels cb * BLOCK_C + 4q .. 4q + 3 (zero past C_out)
 //   3 bias      storage read f32 [C_out]
 //   4 temb      storage read f32 [B, temb_stride]: added at [b, c] when has_temb = 1
 //   5 residual  storage read f32 [B, C_out, H_out, W_out]: when has_residual = 1 the output is
@@ -18,14 +20,15 @@
 // for downsample_padding = 0 (pad = 0, H_out = H_in / 2).
 //
 // Work mapping: each invocation computes a register block of BLOCK_C output channels x BLOCK_Y
-// rows x BLOCK_X columns (8 x 2 x 8) of one image, accumulating in f32 over the input channels
+// rows x BLOCK_X columns (16 x 2 x 8) of one image, accumulating in f32 over the input channels
 // and taps; every input value and weight it needs is loaded once per block and tap row. On
-// CPU Vulkan (lavapipe) each storage-buffer load costs far more than an FMA, so the block is
-// sized to maximise FMAs per load. A workgroup holds WORKGROUP_SIZE pixel blocks of one channel
+// CPU Vulkan (lavapipe) a storage-buffer load is done lane by lane and costs far more than an
+// FMA, while a texel fetch is vectorised: the weights come from a texture (four channels per
+// fetch) and the block is sized to maximise FMAs per input loaded. A workgroup holds WORKGROUP_SIZE pixel blocks of one channel
 // block: the workgroup index w (folded over x and y when the grid exceeds the per-dimension
 // limit) is channel block w / pixel_groups, pixel group w % pixel_groups. Pixel blocks run over
 // (b, block row, block column), column fastest. Blocks past the edges (C_out, H_out, W_out not
-// multiples of the block) read clamped weights and masked inputs and skip their stores.
+// multiples of the block) read zero weights and masked inputs and skip their stores.
 //
 // 3x3 stride-1 convolutions (with or without upsampling) load, per input channel, a window of
 // (BLOCK_Y + 2) rows x (BLOCK_X + 2) columns shared by all nine taps; other shapes (1x1,
@@ -47,47 +50,64 @@ struct ConvParams {
     temb_stride: u32,
     has_residual: u32,
     output_scale: f32,
+    texel_row_shift: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var weight: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 16u;
-const BLOCK_C: u32 = 8u;
+const BLOCK_C: u32 = 16u;
 const BLOCK_Y: u32 = 2u;
 const BLOCK_X: u32 = 8u;
 
 // acc[c][2 * row + half]: channel co0 + c, output row oy0 + row, columns ox0 + 4 * half + 0..3.
 var<private> acc: array<array<vec4<f32>, 4>, BLOCK_C>;
-// Index of weight [min(co0 + c, C_out - 1), 0, 0, 0].
-var<private> w_row: array<u32, BLOCK_C>;
 
-// Adds weight[w_row[c] + t] * x to the accumulators of channel c; x holds the block's inputs
-// for one tap in the layout of acc[c].
-fn channel_tap(c: u32, t: u32, x: array<vec4<f32>, 4>) {
-    let w = weight[w_row[c] + t];
+// Adds w * x to the accumulators of channel c; x holds the block's inputs for one tap in the
+// layout of acc[c].
+fn channel_fma(c: u32, w: f32, x: array<vec4<f32>, 4>) {
     acc[c][0] += w * x[0];
     acc[c][1] += w * x[1];
     acc[c][2] += w * x[2];
     acc[c][3] += w * x[3];
 }
 
-// One tap (weight offset t within each output channel's weights) for all BLOCK_C channels.
-fn tap(t: u32, x: array<vec4<f32>, 4>) {
-    channel_tap(0u, t, x);
-    channel_tap(1u, t, x);
-    channel_tap(2u, t, x);
-    channel_tap(3u, t, x);
-    channel_tap(4u, t, x);
-    channel_tap(5u, t, x);
-    channel_tap(6u, t, x);
-    channel_tap(7u, t, x);
+fn texel(i: u32) -> vec4<f32> {
+    let row_mask = (1u << p.texel_row_shift) - 1u;
+    return textureLoad(weight, vec2(i & row_mask, i >> p.texel_row_shift), 0);
+}
+
+// One tap for all BLOCK_C channels: their weights are the four texels from `at`.
+fn tap(at: u32, x: array<vec4<f32>, 4>) {
+    let w0 = texel(at);
+    let w1 = texel(at + 1u);
+    let w2 = texel(at + 2u);
+    let w3 = texel(at + 3u);
+    channel_fma(0u, w0.x, x);
+    channel_fma(1u, w0.y, x);
+    channel_fma(2u, w0.z, x);
+    channel_fma(3u, w0.w, x);
+    channel_fma(4u, w1.x, x);
+    channel_fma(5u, w1.y, x);
+    channel_fma(6u, w1.z, x);
+    channel_fma(7u, w1.w, x);
+    channel_fma(8u, w2.x, x);
+    channel_fma(9u, w2.y, x);
+    channel_fma(10u, w2.z, x);
+    channel_fma(11u, w2.w, x);
+    channel_fma(12u, w3.x, x);
+    channel_fma(13u, w3.y, x);
+    channel_fma(14u, w3.z, x);
+    channel_fma(15u, w3.w, x);
 }
 
 // Columns kx..kx + 7 of a window row of BLOCK_X + 2 columns (held in 3 vec4, 2 lanes unused).
@@ -105,11 +125,12 @@ fn shifted(v: array<vec4<f32>, 3>, kx: u32) -> array<vec4<f32>, 2> {
     }
 }
 
-// The tap (ky, kx) of the 3x3 path: window rows ky and ky + 1 shifted by kx.
-fn window_tap(t: u32, top: array<vec4<f32>, 3>, bottom: array<vec4<f32>, 3>, kx: u32) {
+// The tap (ky, kx) of the 3x3 path (weights from texel `at`, the tap's 4 texels): window rows
+// ky and ky + 1 shifted by kx.
+fn window_tap(at: u32, top: array<vec4<f32>, 3>, bottom: array<vec4<f32>, 3>, kx: u32) {
     let a = shifted(top, kx);
     let b = shifted(bottom, kx);
-    tap(t + kx, array(a[0], a[1], b[0], b[1]));
+    tap(at, array(a[0], a[1], b[0], b[1]));
 }
 
 // Window columns (col, valid) of one input row, masked by the row's own validity.
@@ -154,18 +175,8 @@ fn conv2d(
     let b = block / (x_blocks * y_blocks);
 
     let taps = p.kernel * p.kernel;
-    let w_stride = p.c_in * taps;
-    let last = p.c_out - 1u;
-    w_row = array(
-        min(co0, last) * w_stride,
-        min(co0 + 1u, last) * w_stride,
-        min(co0 + 2u, last) * w_stride,
-        min(co0 + 3u, last) * w_stride,
-        min(co0 + 4u, last) * w_stride,
-        min(co0 + 5u, last) * w_stride,
-        min(co0 + 6u, last) * w_stride,
-        min(co0 + 7u, last) * w_stride,
-    );
+    // Texel of (this channel block, input channel 0, tap 0); 4 texels per (channel, tap).
+    let w_base = (co0 / BLOCK_C) * p.c_in * taps * 4u;
     let shift = vec4(p.upsample);
     let h_virtual = i32(p.h_in << p.upsample);
     let w_virtual = i32(p.w_in << p.upsample);
@@ -191,23 +202,23 @@ fn conv2d(
         let iy = i32(oy0) - pad + vec4(0, 1, 2, 3);
         let rv = iy >= vec4(0) & iy < vec4(h_virtual);
         let row = image + select(vec4(0u), vec4<u32>(iy) >> shift, rv) * p.w_in;
-        var t = 0u;
+        var at = w_base;
         for (var ci = 0u; ci < p.c_in; ci++) {
             let ci_at = ci * in_plane;
             let x0 = window_row(row.x + ci_at, rv.x, col, cv);
             let x1 = window_row(row.y + ci_at, rv.y, col, cv);
             let x2 = window_row(row.z + ci_at, rv.z, col, cv);
             let x3 = window_row(row.w + ci_at, rv.w, col, cv);
-            window_tap(t, x0, x1, 0u);
-            window_tap(t, x0, x1, 1u);
-            window_tap(t, x0, x1, 2u);
-            window_tap(t + 3u, x1, x2, 0u);
-            window_tap(t + 3u, x1, x2, 1u);
-            window_tap(t + 3u, x1, x2, 2u);
-            window_tap(t + 6u, x2, x3, 0u);
-            window_tap(t + 6u, x2, x3, 1u);
-            window_tap(t + 6u, x2, x3, 2u);
-            t += 9u;
+            window_tap(at, x0, x1, 0u);
+            window_tap(at + 4u, x0, x1, 1u);
+            window_tap(at + 8u, x0, x1, 2u);
+            window_tap(at + 12u, x1, x2, 0u);
+            window_tap(at + 16u, x1, x2, 1u);
+            window_tap(at + 20u, x1, x2, 2u);
+            window_tap(at + 24u, x2, x3, 0u);
+            window_tap(at + 28u, x2, x3, 1u);
+            window_tap(at + 32u, x2, x3, 2u);
+            at += 36u;
         }
     } else {
         for (var ky = 0u; ky < p.kernel; ky++) {
@@ -221,16 +232,16 @@ fn conv2d(
                 let cv1 = ix1 >= vec4(0) & ix1 < vec4(w_virtual);
                 let col0 = select(vec4(0u), vec4<u32>(ix0) >> shift, cv0);
                 let col1 = select(vec4(0u), vec4<u32>(ix1) >> shift, cv1);
-                var t = ky * p.kernel + kx;
+                var w_at = w_base + 4u * (ky * p.kernel + kx);
                 for (var ci = 0u; ci < p.c_in; ci++) {
                     let at = row + ci * in_plane;
-                    tap(t, array(
+                    tap(w_at, array(
                         load4(at.x, col0, cv0 & vec4(rv.x)),
                         load4(at.x, col1, cv1 & vec4(rv.x)),
                         load4(at.y, col0, cv0 & vec4(rv.y)),
                         load4(at.y, col1, cv1 & vec4(rv.y)),
                     ));
-                    t += taps;
+                    w_at += 4u * taps;
                 }
             }
         }
@@ -244,6 +255,14 @@ fn conv2d(
     store_channel(b, co0 + 5u, oy0, ox0, acc[5]);
     store_channel(b, co0 + 6u, oy0, ox0, acc[6]);
     store_channel(b, co0 + 7u, oy0, ox0, acc[7]);
+    store_channel(b, co0 + 8u, oy0, ox0, acc[8]);
+    store_channel(b, co0 + 9u, oy0, ox0, acc[9]);
+    store_channel(b, co0 + 10u, oy0, ox0, acc[10]);
+    store_channel(b, co0 + 11u, oy0, ox0, acc[11]);
+    store_channel(b, co0 + 12u, oy0, ox0, acc[12]);
+    store_channel(b, co0 + 13u, oy0, ox0, acc[13]);
+    store_channel(b, co0 + 14u, oy0, ox0, acc[14]);
+    store_channel(b, co0 + 15u, oy0, ox0, acc[15]);
 }
 
 // Writes one output channel's block: v in the layout of acc[c].

@@ -1,6 +1,9 @@
 // GroupNorm over NCHW with an optional FiLM-style scale/shift from the time embedding and an
-// optional SiLU, one workgroup per (group, batch item). Mean and variance are two-pass
-// (sum, then sum of squared deviations) in f32; the variance is the biased one, as torch's.
+// optional SiLU, one workgroup per (group, batch item). One pass sums d and d^2 for
+// d = x - x_first (shifting by one of the group's own values keeps E[d^2] - E[d]^2 from
+// cancelling), one tree reduction combines both sums, and a second pass writes the output: two
+// loads and one store per element (on CPU Vulkan every storage access and every barrier is
+// costly). The variance is the biased one, as torch's.
 //
 // Bindings (group 0):
 //   0 params  uniform NormParams
@@ -31,11 +34,11 @@ struct NormParams {
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
 
-const WORKGROUP_SIZE: u32 = 256u;
+const WORKGROUP_SIZE: u32 = 64u;
 
-var<workgroup> partial: array<f32, WORKGROUP_SIZE>;
+var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
 
-fn workgroup_sum(local: u32, value: f32) -> f32 {
+fn workgroup_sum(local: u32, value: vec2<f32>) -> vec2<f32> {
     partial[local] = value;
     workgroupBarrier();
     for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
@@ -59,17 +62,15 @@ fn group_norm(
     let channels_per_group = p.channels / p.groups;
     let count = channels_per_group * p.plane;
     let base = (b * p.channels + g * channels_per_group) * p.plane;
-    var sum = 0.0;
+    let first = input[base];
+    var sums = vec2(0.0);
     for (var j = local; j < count; j += WORKGROUP_SIZE) {
-        sum += input[base + j];
+        let d = input[base + j] - first;
+        sums += vec2(d, d * d);
     }
-    let mean = workgroup_sum(local, sum) / f32(count);
-    var squares = 0.0;
-    for (var j = local; j < count; j += WORKGROUP_SIZE) {
-        let d = input[base + j] - mean;
-        squares += d * d;
-    }
-    let variance = workgroup_sum(local, squares) / f32(count);
+    let moments = workgroup_sum(local, sums) / f32(count);
+    let mean = first + moments.x;
+    let variance = max(moments.y - moments.x * moments.x, 0.0);
     let inv_std = 1.0 / sqrt(variance + p.eps);
     for (var j = local; j < count; j += WORKGROUP_SIZE) {
         let c = g * channels_per_group + j / p.plane;

@@ -15,6 +15,9 @@ pub enum Binding {
     StorageRead,
     /// A read-write storage buffer.
     StorageReadWrite,
+    /// A 2-D `texture_2d<f32>` of unfilterable floats, read with `textureLoad` (a
+    /// [`crate::gpu::TexelTable`]).
+    Texels,
 }
 
 /// A compute kernel: a WGSL source, the entry point to run and its bindings (all in group 0).
@@ -46,24 +49,30 @@ impl Kernel {
             .iter()
             .enumerate()
             .map(|(index, binding)| {
-                let (ty, has_dynamic_offset) = match binding {
-                    Binding::DynamicUniform => (wgpu::BufferBindingType::Uniform, true),
-                    Binding::Uniform => (wgpu::BufferBindingType::Uniform, false),
+                let buffer = |ty, has_dynamic_offset| wgpu::BindingType::Buffer {
+                    ty,
+                    has_dynamic_offset,
+                    min_binding_size: None,
+                };
+                let ty = match binding {
+                    Binding::DynamicUniform => buffer(wgpu::BufferBindingType::Uniform, true),
+                    Binding::Uniform => buffer(wgpu::BufferBindingType::Uniform, false),
                     Binding::StorageRead => {
-                        (wgpu::BufferBindingType::Storage { read_only: true }, false)
+                        buffer(wgpu::BufferBindingType::Storage { read_only: true }, false)
                     }
                     Binding::StorageReadWrite => {
-                        (wgpu::BufferBindingType::Storage { read_only: false }, false)
+                        buffer(wgpu::BufferBindingType::Storage { read_only: false }, false)
                     }
+                    Binding::Texels => wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    },
                 };
                 wgpu::BindGroupLayoutEntry {
                     binding: index as u32,
                     visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty,
-                        has_dynamic_offset,
-                        min_binding_size: None,
-                    },
+                    ty,
                     count: None,
                 }
             })

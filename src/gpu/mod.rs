@@ -4,10 +4,12 @@
 pub mod elementwise;
 mod kernel;
 mod tensor;
+mod texels;
 mod timer;
 
 pub use kernel::{Binding, Kernel, KernelSpec, WORKGROUP_SIZE};
 pub use tensor::GpuTensor;
+pub use texels::TexelTable;
 pub use timer::GpuTimer;
 
 use std::collections::HashMap;

@@ -18,6 +18,8 @@ pub(super) enum Resource<'a> {
     Tensor(TensorId),
     /// A weight buffer (uploaded once at load).
     Weight(&'a wgpu::Buffer),
+    /// A weight table held in a texture.
+    Texels(&'a wgpu::TextureView),
     /// A placeholder for a binding the kernel's flags leave unread.
     Unused,
 }
@@ -41,6 +43,7 @@ struct PendingOp {
 enum PendingBinding {
     Tensor(TensorId),
     Weight(wgpu::Buffer),
+    Texels(wgpu::TextureView),
     Unused,
 }
 
@@ -165,6 +168,7 @@ impl<'g> GraphBuilder<'g> {
                     PendingBinding::Tensor(*id)
                 }
                 Resource::Weight(buffer) => PendingBinding::Weight((*buffer).clone()),
+                Resource::Texels(view) => PendingBinding::Texels((*view).clone()),
                 Resource::Unused => PendingBinding::Unused,
             })
             .collect();
@@ -224,6 +228,7 @@ impl<'g> GraphBuilder<'g> {
                 resources.extend(op.bindings.iter().map(|binding| match binding {
                     PendingBinding::Tensor(id) => buffers[slots[id.0]].as_entire_binding(),
                     PendingBinding::Weight(buffer) => buffer.as_entire_binding(),
+                    PendingBinding::Texels(view) => wgpu::BindingResource::TextureView(view),
                     PendingBinding::Unused => unused.as_entire_binding(),
                 }));
                 Op {

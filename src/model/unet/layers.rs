@@ -5,7 +5,7 @@
 use super::TensorSource;
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use crate::error::Result;
-use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec};
+use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec, TexelTable};
 
 static CONV2D: KernelSpec = KernelSpec {
     name: "conv2d",
@@ -14,13 +14,16 @@ static CONV2D: KernelSpec = KernelSpec {
     bindings: &[
         Binding::Uniform,
         Binding::StorageRead,
-        Binding::StorageRead,
+        Binding::Texels,
         Binding::StorageRead,
         Binding::StorageRead,
         Binding::StorageRead,
         Binding::StorageReadWrite,
     ],
 };
+
+/// Output channels per invocation of shaders/conv2d.wgsl (its BLOCK_C).
+const CONV_BLOCK_C: usize = 16;
 
 static GROUP_NORM: KernelSpec = KernelSpec {
     name: "group_norm",
@@ -115,7 +118,32 @@ struct ConvParams {
     temb_stride: u32,
     has_residual: u32,
     output_scale: f32,
-    _pad: u32,
+    texel_row_shift: u32,
+    _pad: [u32; 3],
+}
+
+/// Uploads convolution weights given in PyTorch's [C_out, C_in, taps] order as conv2d.wgsl
+/// reads them: blocks of [`CONV_BLOCK_C`] output channels, then input channel, then tap, with
+/// the block's channels innermost (four texels per (block, input channel, tap)); channels past
+/// C_out are zero.
+fn conv_texels(
+    gpu: &Gpu,
+    weight: &[f32],
+    [c_out, c_in, taps]: [usize; 3],
+    name: &str,
+) -> Result<TexelTable> {
+    let blocks = c_out.div_ceil(CONV_BLOCK_C);
+    let mut texels = vec![0.0; blocks * c_in * taps * CONV_BLOCK_C];
+    for co in 0..c_out {
+        let (block, lane) = (co / CONV_BLOCK_C, co % CONV_BLOCK_C);
+        for ci in 0..c_in {
+            for t in 0..taps {
+                let at = ((block * c_in + ci) * taps + t) * CONV_BLOCK_C + lane;
+                texels[at] = weight[(co * c_in + ci) * taps + t];
+            }
+        }
+    }
+    TexelTable::from_values(gpu, &texels, name)
 }
 
 /// How a convolution samples its input.
@@ -132,7 +160,8 @@ pub(super) enum Sampling {
 
 /// A 2-D convolution with bias.
 pub(super) struct Conv {
-    weight: GpuTensor,
+    /// The weights in conv2d.wgsl's order (see [`conv_texels`]).
+    weight: TexelTable,
     bias: GpuTensor,
     c_in: usize,
     c_out: usize,
@@ -159,13 +188,10 @@ impl Conv {
         kernel: usize,
         sampling: Sampling,
     ) -> Result<Self> {
+        let name = format!("{prefix}.weight");
+        let weight = weights.take(&name, &[c_out, c_in, kernel, kernel])?;
         Ok(Self {
-            weight: upload(
-                gpu,
-                weights,
-                &format!("{prefix}.weight"),
-                &[c_out, c_in, kernel, kernel],
-            )?,
+            weight: conv_texels(gpu, &weight, [c_out, c_in, kernel * kernel], &name)?,
             bias: upload(gpu, weights, &format!("{prefix}.bias"), &[c_out])?,
             c_in,
             c_out,
@@ -192,7 +218,7 @@ impl Conv {
         let c_out = prefixes.len() * c_out_each;
         let name = format!("{}+", prefixes[0]);
         Ok(Self {
-            weight: GpuTensor::from_slice(gpu, &[c_out, c_in, 1, 1], &weight, &name)?,
+            weight: conv_texels(gpu, &weight, [c_out, c_in, 1], &name)?,
             bias: GpuTensor::from_slice(gpu, &[c_out], &bias, &name)?,
             c_in,
             c_out,
@@ -241,21 +267,22 @@ impl Conv {
             temb_stride: extras.temb.map_or(0, |(_, stride)| stride as u32),
             has_residual: u32::from(extras.residual.is_some()),
             output_scale: extras.residual.map_or(1.0, |(_, factor)| 1.0 / factor),
-            _pad: 0,
+            texel_row_shift: self.weight.row_shift(),
+            _pad: [0; 3],
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
-        // conv2d.wgsl: an invocation computes 8 channels x 2 rows x 8 columns, a workgroup
+        // conv2d.wgsl: an invocation computes 16 channels x 2 rows x 8 columns, a workgroup
         // 16 such pixel blocks of one channel block. grid_for folds the workgroup count into
         // 2-D like any elementwise grid (given as that many groups of WORKGROUP_SIZE).
         let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
-        let workgroups = pixel_blocks.div_ceil(16) * self.c_out.div_ceil(8);
+        let workgroups = pixel_blocks.div_ceil(16) * self.c_out.div_ceil(CONV_BLOCK_C);
         let grid = graph.grid_for(workgroups * crate::gpu::WORKGROUP_SIZE as usize);
         graph.dispatch(
             &CONV2D,
             &params,
             &[
                 Resource::Tensor(input.id),
-                Resource::Weight(self.weight.buffer()),
+                Resource::Texels(self.weight.view()),
                 Resource::Weight(self.bias.buffer()),
                 optional(extras.temb.map(|(id, _)| id)),
                 optional(extras.residual.map(|(id, _)| id)),
