@@ -64,7 +64,9 @@ struct ConvParams {
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
-const WORKGROUP_SIZE: u32 = 16u;
+// Invocations per workgroup, set per adapter at pipeline creation (Gpu::block_workgroup_size:
+// 16 on CPU adapters, where it hardly matters, 64 on GPUs, two warps / one wavefront).
+override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK_C: u32 = 16u;
 const BLOCK_Y: u32 = 2u;
 const BLOCK_X: u32 = 8u;

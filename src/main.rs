@@ -9,6 +9,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use diffusion_wgpu::bench::BenchSettings;
 use diffusion_wgpu::bench::peer::{self, PeerModel};
+use diffusion_wgpu::bench::soak::soak;
 use diffusion_wgpu::io::{read_tensors, take_tensor, write_png_grid, write_tensors};
 use diffusion_wgpu::model::unet::{
     BUNDLED_MODEL, ModelFiles, architecture_config, bundled_scheduler_config, write_bundled_model,
@@ -176,6 +177,10 @@ struct BenchArgs {
     /// Image side in pixels (default: the model's sample_size).
     #[arg(long)]
     size: Option<usize>,
+    /// Instead of the report: this many DDIM runs (--steps, first --batch) back to back,
+    /// printing resident memory and live GPU objects as they go.
+    #[arg(long, value_name = "RUNS")]
+    soak: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -526,6 +531,22 @@ fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
             message: "the model's config has no sample_size: give --size".into(),
         })?;
     let sampler = Sampler::new(gpu, scheduler)?;
+    if let Some(runs) = args.soak {
+        let batch = args.batch.first().copied().unwrap_or(1);
+        let shape = [batch, unet.config().in_channels, size, size];
+        let settings = SamplerSettings::ddim(args.steps.max(1), 0.0);
+        let bar = ProgressBar::new(runs as u64);
+        let report = soak(&unet, &sampler, shape, &settings, runs, &mut |done| {
+            bar.set_position(done as u64)
+        })?;
+        bar.finish_and_clear();
+        if args.json {
+            println!("{:#}", report.to_json());
+        } else {
+            print!("{}", report.to_text());
+        }
+        return Ok(());
+    }
     let settings = BenchSettings {
         batches: args.batch.clone(),
         run_steps: args.steps,

@@ -42,8 +42,12 @@ pub struct Kernel {
     layout: wgpu::BindGroupLayout,
 }
 
+/// The pipeline-overridable constant a kernel declares to take the adapter's workgroup size for
+/// register-blocked kernels ([`crate::Gpu::block_workgroup_size`]).
+const WORKGROUP_SIZE_OVERRIDE: &str = "override WORKGROUP_SIZE: u32";
+
 impl Kernel {
-    pub(crate) fn new(device: &wgpu::Device, spec: &KernelSpec) -> Self {
+    pub(crate) fn new(device: &wgpu::Device, spec: &KernelSpec, block_workgroup_size: u32) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
             .bindings
             .iter()
@@ -90,12 +94,20 @@ impl Kernel {
             label: Some(spec.name),
             source: wgpu::ShaderSource::Wgsl(spec.source.into()),
         });
+        let workgroup_size = [("WORKGROUP_SIZE", f64::from(block_workgroup_size))];
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(spec.name),
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some(spec.entry_point),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: if spec.source.contains(WORKGROUP_SIZE_OVERRIDE) {
+                    &workgroup_size
+                } else {
+                    &[]
+                },
+                ..Default::default()
+            },
             cache: None,
         });
         Self {

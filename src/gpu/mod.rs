@@ -191,8 +191,21 @@ impl Gpu {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         kernels
             .entry((spec.name, spec.entry_point))
-            .or_insert_with(|| Arc::new(Kernel::new(&self.device, spec)))
+            .or_insert_with(|| {
+                Arc::new(Kernel::new(&self.device, spec, self.block_workgroup_size()))
+            })
             .clone()
+    }
+
+    /// Invocations per workgroup of the register-blocked kernels (convolution, matmul), which
+    /// declare `override WORKGROUP_SIZE`: 16 on CPU adapters (lavapipe runs a workgroup as
+    /// SIMD-8 batches; the size hardly matters there), 64 elsewhere (whole warps and
+    /// wavefronts; also for a device from the app, whose adapter is unknown).
+    pub fn block_workgroup_size(&self) -> u32 {
+        match &self.adapter_info {
+            Some(info) if info.device_type == wgpu::DeviceType::Cpu => 16,
+            _ => 64,
+        }
     }
 
     /// Waits until all submitted work has finished.

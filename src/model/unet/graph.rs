@@ -189,6 +189,16 @@ impl<'g> GraphBuilder<'g> {
         )
     }
 
+    /// A grid of `workgroups` workgroups, folded into 2-D like [`GraphBuilder::grid_for`]'s.
+    pub fn grid_for_workgroups(&self, workgroups: usize) -> [u32; 3] {
+        self.grid_for(workgroups * crate::gpu::WORKGROUP_SIZE as usize)
+    }
+
+    /// The device's workgroup size for register-blocked kernels.
+    pub fn block_workgroup_size(&self) -> usize {
+        self.gpu.block_workgroup_size() as usize
+    }
+
     /// Assigns buffers and builds every uniform and bind group.
     pub fn finish(self) -> Graph {
         let device = self.gpu.device();

@@ -272,11 +272,11 @@ impl Conv {
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
         // conv2d.wgsl: an invocation computes 16 channels x 2 rows x 8 columns, a workgroup
-        // 16 such pixel blocks of one channel block. grid_for folds the workgroup count into
-        // 2-D like any elementwise grid (given as that many groups of WORKGROUP_SIZE).
+        // `block_workgroup_size` such pixel blocks of one channel block.
         let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
-        let workgroups = pixel_blocks.div_ceil(16) * self.c_out.div_ceil(CONV_BLOCK_C);
-        let grid = graph.grid_for(workgroups * crate::gpu::WORKGROUP_SIZE as usize);
+        let per_workgroup = graph.block_workgroup_size();
+        let workgroups = pixel_blocks.div_ceil(per_workgroup) * self.c_out.div_ceil(CONV_BLOCK_C);
+        let grid = graph.grid_for_workgroups(workgroups);
         graph.dispatch(
             &CONV2D,
             &params,
@@ -646,7 +646,7 @@ pub(super) fn plain_matmul(
         c: operand(n, m * n),
     };
     let blocks = shape.count as usize * (m as usize).div_ceil(16) * (n as usize).div_ceil(16);
-    let grid = graph.grid_for(blocks.div_ceil(16) * crate::gpu::WORKGROUP_SIZE as usize);
+    let grid = graph.grid_for_workgroups(blocks.div_ceil(graph.block_workgroup_size()));
     graph.dispatch(
         &ATTENTION_MATMUL,
         &params,
@@ -764,9 +764,10 @@ impl AttentionBlock {
             ..Operand::default()
         };
         // attention.wgsl: a matmul invocation computes a 16 x 16 block of one slice, a softmax
-        // invocation one row; both run in workgroups of 16 on a grid folded like conv2d's.
+        // invocation one row; both run in workgroups of `block_workgroup_size` on a grid
+        // folded like conv2d's.
         let grid = |graph: &GraphBuilder<'_>, invocations: usize| {
-            graph.grid_for(invocations.div_ceil(16) * crate::gpu::WORKGROUP_SIZE as usize)
+            graph.grid_for_workgroups(invocations.div_ceil(graph.block_workgroup_size()))
         };
         let scale = (1.0 / f64::from(d).sqrt()) as f32;
         for first in (0..total).step_by(chunk) {
