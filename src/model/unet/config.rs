@@ -450,7 +450,11 @@ impl UnetConfig {
                 at_most(key, value, MAX_CHANNELS)?;
             }
         }
-        at_most("layers_per_block", self.layers_per_block, MAX_LAYERS_PER_BLOCK)?;
+        at_most(
+            "layers_per_block",
+            self.layers_per_block,
+            MAX_LAYERS_PER_BLOCK,
+        )?;
         if let Some(classes) = self.num_class_embeds {
             at_most("num_class_embeds", classes, MAX_CLASSES)?;
         }
