@@ -182,7 +182,7 @@ fn with_value(bytes: &[u8], tensor: &str, index: usize, value: f32) -> Vec<u8> {
 /// A safetensors file with `header` (JSON text, padded to 8 bytes) and `data`.
 fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
     let mut header = header.as_bytes().to_vec();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     [

@@ -36,7 +36,10 @@ pub fn checkpoint(data: &[u8]) -> bool {
         .and_then(|text| UnetConfig::from_json_str(text, "config.json").ok());
     if let Some(config) = &config {
         assert!(!config.block_out_channels.is_empty());
-        assert_eq!(config.down_block_types.len(), config.block_out_channels.len());
+        assert_eq!(
+            config.down_block_types.len(),
+            config.block_out_channels.len()
+        );
         assert_eq!(config.up_block_types.len(), config.block_out_channels.len());
         assert!(config.time_embed_dim() > 0);
     }
