@@ -18,7 +18,7 @@ pub struct HostTensor {
 }
 
 /// Reads every tensor of a safetensors file (F32, F16, BF16, F64, I64, I32 are converted to
-/// f32). Errors name the file and the tensor.
+/// f32). Errors name the file and the tensor; NaN and infinite values are refused.
 pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
     let file = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
@@ -50,11 +50,11 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
                     .collect(),
                 Dtype::F64 => raw
                     .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .map(|c| f64::from_le_bytes(std::array::from_fn(|i| c[i])) as f32)
                     .collect(),
                 Dtype::I64 => raw
                     .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .map(|c| i64::from_le_bytes(std::array::from_fn(|i| c[i])) as f32)
                     .collect(),
                 Dtype::I32 => raw
                     .chunks_exact(4)
@@ -68,6 +68,18 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
                     });
                 }
             };
+            // Also catches F64 values beyond f32's range, which became infinite above.
+            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Checkpoint {
+                    file: file.clone(),
+                    tensor: name,
+                    message: format!(
+                        "value {i} (of {}) is {} as f32; expected finite values",
+                        data.len(),
+                        data[i]
+                    ),
+                });
+            }
             let tensor = HostTensor {
                 shape: view.shape().to_vec(),
                 data,

@@ -188,7 +188,16 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, whatever the names and messages read from files hold.
+            let message: String = e
+                .to_string()
+                .chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect();
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

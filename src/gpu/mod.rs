@@ -40,6 +40,50 @@ pub struct Gpu {
     queue: wgpu::Queue,
     adapter_info: Option<wgpu::AdapterInfo>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
+    errors: Arc<DeviceErrors>,
+}
+
+/// What wgpu reports outside any error scope (an uncaptured error, the device's loss), kept
+/// until [`Gpu::check`] returns it as an [`Error::Gpu`]: wgpu's default handler panics instead.
+#[derive(Debug, Default)]
+struct DeviceErrors {
+    /// Why the device was lost, once it has been: every later check fails.
+    lost: Mutex<Option<String>>,
+    /// The first uncaptured error since the last check.
+    uncaptured: Mutex<Option<String>>,
+}
+
+impl DeviceErrors {
+    /// Installs the recording handlers on `device` (replacing wgpu's panicking default).
+    fn watch(device: &wgpu::Device) -> Arc<Self> {
+        let errors = Arc::new(Self::default());
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            log::error!("wgpu: {error}");
+            lock(&sink.uncaptured).get_or_insert_with(|| one_line(&error.to_string()));
+        }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            log::error!("wgpu device lost ({reason:?}): {message}");
+            lock(&sink.lost)
+                .get_or_insert_with(|| one_line(&format!("device lost ({reason:?}): {message}")));
+        });
+        errors
+    }
+}
+
+/// Locks `mutex`, also after a panic elsewhere (the data is a plain message slot).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// wgpu's multi-line error reports joined into one line.
+fn one_line(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(target_os = "linux")]
@@ -124,22 +168,29 @@ impl Gpu {
                 info.name
             );
         }
+        let errors = DeviceErrors::watch(&device);
         Ok(Self {
             device,
             queue,
             adapter_info: Some(info),
             kernels: Mutex::default(),
+            errors,
         })
     }
 
     /// Wraps a device and queue the host app already has, so the sampler shares its renderer's
     /// device. The device needs no optional features.
+    ///
+    /// The app's uncaptured-error handler and device-lost callback are left in place, so errors
+    /// outside this crate's own error scopes reach the app's handlers rather than
+    /// [`Gpu::check`]; a device from [`Gpu::new`] reports them through `check` instead.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         Self {
             device,
             queue,
             adapter_info: None,
             kernels: Mutex::default(),
+            errors: Arc::default(),
         }
     }
 
@@ -186,9 +237,29 @@ impl Gpu {
         Ok(())
     }
 
+    /// The bytes of an f32 tensor of `shape` (at least 4: empty tensors get a one-value
+    /// buffer), after checking them with [`Gpu::check_storage_size`]. A shape whose size
+    /// overflows is an [`Error::TooLarge`] too. Nothing is allocated, so a caller can check a
+    /// shape before preparing its data.
+    pub fn check_tensor_shape(&self, name: &str, shape: &[usize]) -> Result<u64> {
+        let bytes = shape
+            .iter()
+            .try_fold(4u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
+            .map(|bytes| bytes.max(4));
+        match bytes {
+            Some(bytes) => self.check_storage_size(name, bytes).map(|()| bytes),
+            None => Err(Error::TooLarge {
+                tensor: format!("{name} {shape:?}"),
+                bytes: u64::MAX,
+                limit_name: "max_buffer_size",
+                limit: self.limits().max_buffer_size,
+            }),
+        }
+    }
+
     /// The compiled kernel for `spec`, built on first use and cached for the device's lifetime.
     pub fn kernel(&self, spec: &'static KernelSpec) -> Arc<Kernel> {
-        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kernels = lock(&self.kernels);
         kernels
             .entry((spec.name, spec.entry_point))
             .or_insert_with(|| {
@@ -208,14 +279,65 @@ impl Gpu {
         }
     }
 
-    /// Waits until all submitted work has finished.
+    /// Waits until all submitted work has finished, then [`check`](Gpu::check)s for errors.
     pub fn wait_idle(&self, during: &str) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
             .map_err(|e| Error::Gpu {
                 during: during.to_string(),
                 message: e.to_string(),
-            })
+            })?;
+        self.check(during)
+    }
+
+    /// Fails with [`Error::Gpu`] once the device is lost (every later call fails too), or when
+    /// wgpu reported an error outside an error scope since the last check (a validation error,
+    /// an out-of-memory in a submission). `during` says what the crate was doing.
+    pub fn check(&self, during: &str) -> Result<()> {
+        let error = |message: String| Error::Gpu {
+            during: during.to_string(),
+            message,
+        };
+        self.check_lost(during)?;
+        match lock(&self.errors.uncaptured).take() {
+            Some(message) => Err(error(message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a buffer, returning an out-of-memory or validation failure (or the device's
+    /// loss) as [`Error::Gpu`] naming `during` instead of leaving it to the uncaptured-error
+    /// handler.
+    pub(crate) fn create_buffer(
+        &self,
+        descriptor: &wgpu::BufferDescriptor<'_>,
+        during: &str,
+    ) -> Result<wgpu::Buffer> {
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = self.device.create_buffer(descriptor);
+        let errors = [
+            pollster::block_on(validation.pop()),
+            pollster::block_on(out_of_memory.pop()),
+        ];
+        if let Some(e) = errors.into_iter().flatten().next() {
+            return Err(Error::Gpu {
+                during: during.to_string(),
+                message: one_line(&e.to_string()),
+            });
+        }
+        self.check_lost(during)?;
+        Ok(buffer)
+    }
+
+    /// Fails with [`Error::Gpu`] once the device is lost.
+    fn check_lost(&self, during: &str) -> Result<()> {
+        match lock(&self.errors.lost).as_ref() {
+            Some(lost) => Err(Error::Gpu {
+                during: during.to_string(),
+                message: lost.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }

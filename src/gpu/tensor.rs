@@ -15,19 +15,22 @@ pub struct GpuTensor {
 }
 
 impl GpuTensor {
-    /// A zero-filled tensor. Fails with [`Error::TooLarge`] when it exceeds the device's limits.
+    /// A zero-filled tensor. Fails with [`Error::TooLarge`] when it exceeds the device's limits
+    /// (see [`Gpu::check_tensor_shape`]), and with [`Error::Gpu`] when the device is out of
+    /// memory or lost.
     pub fn zeros(gpu: &Gpu, shape: &[usize], name: &str) -> Result<Self> {
-        let len: usize = shape.iter().product();
-        let bytes = (len.max(1) * 4) as u64;
-        gpu.check_storage_size(name, bytes)?;
-        let buffer = gpu.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some(name),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let bytes = gpu.check_tensor_shape(name, shape)?;
+        let buffer = gpu.create_buffer(
+            &wgpu::BufferDescriptor {
+                label: Some(name),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            },
+            &format!("allocating tensor `{name}` ({bytes} bytes)"),
+        )?;
         Ok(Self {
             buffer,
             shape: shape.to_vec(),
@@ -65,12 +68,16 @@ impl GpuTensor {
             return Ok(Vec::new());
         }
         let device = gpu.device();
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let during = format!("reading back tensor `{}`", self.name);
+        let staging = gpu.create_buffer(
+            &wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            },
+            &during,
+        )?;
         let mut encoder = device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
         gpu.queue().submit([encoder.finish()]);
@@ -80,7 +87,6 @@ impl GpuTensor {
             .map_async(wgpu::MapMode::Read, move |result| {
                 let _ = sender.send(result);
             });
-        let during = format!("reading back tensor `{}`", self.name);
         gpu.wait_idle(&during)?;
         let mapped = receiver
             .recv()

@@ -195,6 +195,18 @@ const KNOWN_KEYS: &[&str] = &[
     "num_train_timesteps",
 ];
 
+/// Upper bound on every channel count, group count, head size, time embedding width and
+/// sample size (the largest released UNet2DModel has 1280 channels).
+const MAX_CHANNELS: usize = 1 << 16;
+/// Upper bound on `layers_per_block`.
+const MAX_LAYERS_PER_BLOCK: usize = 64;
+/// Upper bound on the number of down (and up) blocks: each one but the last halves the
+/// resolution.
+const MAX_BLOCKS: usize = 16;
+/// Upper bound on `num_class_embeds` (class labels are u32 and pass exactly through f32 up to
+/// 2^24).
+const MAX_CLASSES: usize = 1 << 24;
+
 const DOWN_BLOCK_TYPES: &[(&str, DownBlockType)] = &[
     ("DownBlock2D", DownBlockType::DownBlock2D),
     ("AttnDownBlock2D", DownBlockType::AttnDownBlock2D),
@@ -411,6 +423,62 @@ impl UnetConfig {
             if let Some(value) = value {
                 positive(key, value)?;
             }
+        }
+
+        // Bounds far above any released model, so a corrupt value is refused here instead of
+        // overflowing a size computation or allocating per-layer tables without end.
+        let at_most = |key: &str, value: usize, max: usize| {
+            if value > max {
+                Err(error(
+                    key,
+                    format!("{value} is over the limit of {max}; expected a real model's value"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        for (key, value) in [
+            ("in_channels", Some(self.in_channels)),
+            ("out_channels", Some(self.out_channels)),
+            ("norm_num_groups", Some(self.norm_num_groups)),
+            ("sample_size", self.sample_size),
+            ("attention_head_dim", self.attention_head_dim),
+            ("attn_norm_num_groups", self.attn_norm_num_groups),
+            ("time_embedding_dim", self.time_embedding_dim),
+        ] {
+            if let Some(value) = value {
+                at_most(key, value, MAX_CHANNELS)?;
+            }
+        }
+        at_most(
+            "layers_per_block",
+            self.layers_per_block,
+            MAX_LAYERS_PER_BLOCK,
+        )?;
+        if let Some(classes) = self.num_class_embeds {
+            at_most("num_class_embeds", classes, MAX_CLASSES)?;
+        }
+        if self.block_out_channels.len() > MAX_BLOCKS {
+            return Err(error(
+                "block_out_channels",
+                format!(
+                    "has {} blocks, over the limit of {MAX_BLOCKS}",
+                    self.block_out_channels.len()
+                ),
+            ));
+        }
+        if let Some(i) = self
+            .block_out_channels
+            .iter()
+            .position(|&c| c > MAX_CHANNELS)
+        {
+            return Err(error(
+                "block_out_channels",
+                format!(
+                    "entry {i} is {}, over the limit of {MAX_CHANNELS}",
+                    self.block_out_channels[i]
+                ),
+            ));
         }
 
         let n = self.block_out_channels.len();
