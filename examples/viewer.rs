@@ -195,6 +195,12 @@ impl Viewer {
                 ..Default::default()
             })
             .await?;
+        let max_side = device.limits().max_texture_dimension_2d as usize;
+        if layout.width().max(layout.height()) > max_side {
+            return Err(
+                format!("a grid of {} images exceeds {max_side} pixels", args.batch).into(),
+            );
+        }
         let size = window.inner_size();
         let mut config = surface
             .get_default_config(&adapter, size.width.max(1), size.height.max(1))
