@@ -90,6 +90,15 @@ pub enum Error {
         found: String,
     },
 
+    /// A texture cannot take the output: wrong format, usage, dimension or size.
+    #[error("output texture: expected {expected}, got {found}")]
+    Texture {
+        /// What the output needs.
+        expected: String,
+        /// What the texture has.
+        found: String,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -7,6 +7,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::image::GridLayout;
 
 /// A tensor read from a file, converted to f32 (integers too, for timesteps and labels).
 #[derive(Debug, Clone, PartialEq)]
@@ -154,11 +155,8 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Resul
     })
 }
 
-/// Pixels between images in a grid, and around it.
-const BORDER: usize = 2;
-
 /// Writes a batch of images [B, C, H, W] in [-1, 1] as one PNG grid (as square as possible,
-/// 2-pixel black borders), mapping each value as diffusers' pipelines do:
+/// 2-pixel black borders: [`GridLayout`]), mapping each value as diffusers' pipelines do:
 /// `round(255 * clamp(x / 2 + 0.5, 0, 1))`. C = 1 gives grayscale, C = 3 RGB.
 pub fn write_png_grid(path: &Path, images: &[f32], shape: [usize; 4]) -> Result<()> {
     let [batch, channels, height, width] = shape;
@@ -183,16 +181,11 @@ pub fn write_png_grid(path: &Path, images: &[f32], shape: [usize; 4]) -> Result<
             found: format!("{} values", images.len()),
         });
     }
-    let columns = (batch as f64).sqrt().ceil() as usize;
-    let rows = batch.div_ceil(columns);
-    let grid_width = columns * (width + BORDER) + BORDER;
-    let grid_height = rows * (height + BORDER) + BORDER;
+    let layout = GridLayout::new(batch, height, width)?;
+    let (grid_width, grid_height) = (layout.width(), layout.height());
     let mut pixels = vec![0u8; grid_width * grid_height * channels];
     for (n, image) in images.chunks_exact(channels * height * width).enumerate() {
-        let (top, left) = (
-            BORDER + (n / columns) * (height + BORDER),
-            BORDER + (n % columns) * (width + BORDER),
-        );
+        let (left, top) = layout.origin(n);
         for c in 0..channels {
             for y in 0..height {
                 for x in 0..width {

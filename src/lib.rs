@@ -21,6 +21,7 @@
 pub mod bench;
 pub mod error;
 pub mod gpu;
+pub mod image;
 pub mod io;
 pub mod model;
 pub mod sampler;
@@ -28,9 +29,12 @@ pub mod schedule;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, GpuTensor};
+pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{LinearNoiseModel, NoiseModel};
-pub use sampler::{Method, NoiseSource, Sampler, SamplerSettings, StepOutput, StepProgress};
+pub use sampler::{
+    Method, NoiseSource, Sampler, SamplerSettings, SamplingRun, StepOutput, StepProgress,
+};
 pub use schedule::{
     BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
     VarianceType,

@@ -18,6 +18,8 @@ pub enum Binding {
     /// A 2-D `texture_2d<f32>` of unfilterable floats, read with `textureLoad` (a
     /// [`crate::gpu::TexelTable`]).
     Texels,
+    /// A write-only 2D storage texture of this format.
+    StorageTextureWrite(wgpu::TextureFormat),
 }
 
 /// A compute kernel: a WGSL source, the entry point to run and its bindings (all in group 0).
@@ -58,7 +60,7 @@ impl Kernel {
                     has_dynamic_offset,
                     min_binding_size: None,
                 };
-                let ty = match binding {
+                let ty = match *binding {
                     Binding::DynamicUniform => buffer(wgpu::BufferBindingType::Uniform, true),
                     Binding::Uniform => buffer(wgpu::BufferBindingType::Uniform, false),
                     Binding::StorageRead => {
@@ -71,6 +73,11 @@ impl Kernel {
                         sample_type: wgpu::TextureSampleType::Float { filterable: false },
                         view_dimension: wgpu::TextureViewDimension::D2,
                         multisampled: false,
+                    },
+                    Binding::StorageTextureWrite(format) => wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format,
+                        view_dimension: wgpu::TextureViewDimension::D2,
                     },
                 };
                 wgpu::BindGroupLayoutEntry {
@@ -128,7 +135,7 @@ impl Kernel {
         }
     }
 
-    /// Binds whole buffers, or buffer ranges, to bindings 0.. in order.
+    /// Binds whole buffers, buffer ranges or texture views to bindings 0.. in order.
     pub fn bind_group(
         &self,
         device: &wgpu::Device,

@@ -1,12 +1,14 @@
 //! DDPM and DDIM sampling: the host loop that calls the model and dispatches the fused step
-//! kernel, with the sample on the GPU from x_T to x_0.
+//! kernel, with the sample on the GPU from x_T to x_0, in one call or one step at a time.
 
 mod noise;
 mod plan;
+mod run;
 mod step_kernel;
 
 pub use noise::NoiseSource;
 pub use plan::{Method, SamplerSettings};
+pub use run::SamplingRun;
 
 use std::sync::Arc;
 
@@ -14,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::model::NoiseModel;
 use crate::schedule::{Schedule, SchedulerConfig};
-use noise::NoiseStream;
 use step_kernel::StepRun;
 
-/// Where a run is, passed to the progress callback after each step is submitted.
+/// Where a run is: returned by [`SamplingRun::step`] and passed to [`Sampler::sample`]'s
+/// progress callback after each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepProgress {
     /// 0-based index of the step just submitted.
@@ -63,6 +65,21 @@ impl Sampler {
         Ok(plan.steps.iter().map(|s| s.timestep).collect())
     }
 
+    /// Starts a run for a batch of `shape` ([B, C, H, W]) with `model` (which fixes the
+    /// channels of the prediction): draws x_T and allocates the run's buffers, records nothing.
+    /// Advance it with [`SamplingRun::step`].
+    pub fn start<'a>(
+        &self,
+        model: &dyn NoiseModel,
+        shape: [usize; 4],
+        settings: &SamplerSettings,
+        noise: NoiseSource<'a>,
+    ) -> Result<SamplingRun<'a>> {
+        let plan = plan::plan(&self.schedule, settings)?;
+        let model_channels = model.output_channels(shape[1]);
+        SamplingRun::new(self.gpu.clone(), plan, shape, model_channels, noise)
+    }
+
     /// Runs a whole sampling loop from x_T to x_0 for a batch of `shape` ([B, C, H, W]) and
     /// reads the result back once.
     pub fn sample(
@@ -77,7 +94,8 @@ impl Sampler {
             .read(&self.gpu)
     }
 
-    /// Runs a whole sampling loop and returns x_0 in a GPU tensor, with no readback.
+    /// Runs a whole sampling loop and returns x_0 in a GPU tensor, with no readback: a
+    /// [`SamplingRun`] stepped to the end, one submit per step.
     pub fn sample_gpu(
         &self,
         model: &dyn NoiseModel,
@@ -86,31 +104,11 @@ impl Sampler {
         noise: NoiseSource<'_>,
         progress: &mut dyn FnMut(StepProgress),
     ) -> Result<GpuTensor> {
-        let gpu = &*self.gpu;
-        let plan = plan::plan(&self.schedule, settings)?;
-        let len = shape.iter().product();
-        let any_noise = plan.steps.iter().any(|s| s.adds_noise());
-        let (initial, mut stream) = NoiseStream::start(noise, len, plan.steps.len(), any_noise)?;
-        let sample = GpuTensor::from_slice(gpu, &shape, &initial, "sample")?;
-        let model_channels = model.output_channels(shape[1]);
-        let run = StepRun::new(gpu, &plan, &sample, model_channels, false)?;
-        let mut timesteps = vec![0u32; shape[0]];
-        for (index, step) in plan.steps.iter().enumerate() {
-            if step.adds_noise() {
-                run.noise.write(gpu, &stream.step_noise(index))?;
-            }
-            timesteps.fill(step.timestep as u32);
-            let mut encoder = gpu.device().create_command_encoder(&Default::default());
-            model.predict(gpu, &mut encoder, &sample, &timesteps, &run.model_output)?;
-            run.record(&mut encoder, index);
-            gpu.queue().submit([encoder.finish()]);
-            progress(StepProgress {
-                index,
-                total: plan.steps.len(),
-                timestep: step.timestep,
-            });
+        let mut run = self.start(model, shape, settings, noise)?;
+        while let Some(step) = run.step_and_submit(model)? {
+            progress(step);
         }
-        Ok(sample)
+        Ok(run.into_sample())
     }
 
     /// One step on host data, like diffusers' `scheduler.step(model_output, timestep, sample)`

@@ -63,6 +63,9 @@ struct StepParams {
 pub(crate) struct StepRun {
     step: Arc<Kernel>,
     threshold: Option<Arc<Kernel>>,
+    /// The parameter table on the host, kept to switch the x0 output on and off.
+    table: Vec<StepParams>,
+    params: wgpu::Buffer,
     stride: u32,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
@@ -176,19 +179,14 @@ impl StepRun {
 
         let entry_size = std::mem::size_of::<StepParams>() as u32;
         let stride = entry_size.next_multiple_of(limits.min_uniform_buffer_offset_alignment);
-        let mut bytes = vec![0u8; stride as usize * table.len().max(1)];
-        for (i, entry) in table.iter().enumerate() {
-            let start = i * stride as usize;
-            bytes[start..start + entry_size as usize].copy_from_slice(bytemuck::bytes_of(entry));
-        }
         let device = gpu.device();
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step params"),
-            size: bytes.len() as u64,
+            size: u64::from(stride) * table.len().max(1) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        gpu.queue().write_buffer(&params, 0, &bytes);
+        upload_table(gpu, &params, &table, stride);
 
         let model_output =
             GpuTensor::zeros(gpu, &[batch, model_channels, height, width], "model output")?;
@@ -214,6 +212,8 @@ impl StepRun {
         Ok(Self {
             step,
             threshold: matches!(plan.clip, Clip::Threshold { .. }).then(|| gpu.kernel(&THRESHOLD)),
+            table,
+            params,
             stride,
             bind_group,
             grid: Kernel::grid_for(total, limits.max_compute_workgroups_per_dimension),
@@ -222,6 +222,19 @@ impl StepRun {
             noise,
             x0,
         })
+    }
+
+    /// Switches the x0 output on or off for the steps submitted from now on.
+    pub fn set_write_x0(&mut self, gpu: &Gpu, write_x0: bool) {
+        for entry in &mut self.table {
+            entry.write_x0 = u32::from(write_x0);
+        }
+        upload_table(gpu, &self.params, &self.table, self.stride);
+    }
+
+    /// Whether the steps write the x0 prediction.
+    pub fn writes_x0(&self) -> bool {
+        self.table.first().is_some_and(|entry| entry.write_x0 != 0)
     }
 
     /// Records step `index` of the plan (its threshold pass first, when thresholding).
@@ -237,6 +250,17 @@ impl StepRun {
         self.step
             .dispatch(&mut pass, &self.bind_group, &offset, self.grid);
     }
+}
+
+/// Queues the upload of `table`, one entry every `stride` bytes.
+fn upload_table(gpu: &Gpu, params: &wgpu::Buffer, table: &[StepParams], stride: u32) {
+    let entry_size = std::mem::size_of::<StepParams>();
+    let mut bytes = vec![0u8; stride as usize * table.len().max(1)];
+    for (i, entry) in table.iter().enumerate() {
+        let start = i * stride as usize;
+        bytes[start..start + entry_size].copy_from_slice(bytemuck::bytes_of(entry));
+    }
+    gpu.queue().write_buffer(params, 0, &bytes);
 }
 
 /// torch.quantile's linear interpolation: the ranks below and above `ratio * (n - 1)` (computed
