@@ -23,7 +23,7 @@ static CONV2D: KernelSpec = KernelSpec {
 };
 
 /// Output channels per invocation of shaders/conv2d.wgsl (its BLOCK_C).
-const CONV_BLOCK_C: usize = 16;
+const CONV_BLOCK_C: usize = 32;
 
 static GROUP_NORM: KernelSpec = KernelSpec {
     name: "group_norm",
@@ -271,7 +271,7 @@ impl Conv {
             _pad: [0; 3],
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
-        // conv2d.wgsl: an invocation computes 16 channels x 2 rows x 8 columns, a workgroup
+        // conv2d.wgsl: an invocation computes 32 channels x 2 rows x 8 columns, a workgroup
         // `block_workgroup_size` such pixel blocks of one channel block.
         let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
         let per_workgroup = graph.block_workgroup_size();
