@@ -337,3 +337,72 @@ fn store4(b: u32, co: u32, oy: u32, ox0: u32, v: vec4<f32>) {
         output[base + ox] = y;
     }
 }
+
+// The small-block variant, for GPUs running small batches (the register blocks above would
+// leave most of the chip idle there): one invocation per 4 output channels x 4 columns of one
+// output row, flat index over (b, channel quad, row, column quad), column quad fastest. Same
+// bindings, parameters, weight layout and fusions as `conv2d`.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_small(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let x_quads = (p.w_out + 3u) / 4u;
+    let c_quads = (p.c_out + 3u) / 4u;
+    let index = (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
+    if (index >= p.batch * c_quads * p.h_out * x_quads) {
+        return;
+    }
+    let ox0 = (index % x_quads) * 4u;
+    let oy = (index / x_quads) % p.h_out;
+    let co0 = (index / (x_quads * p.h_out)) % c_quads * 4u;
+    let b = index / (x_quads * p.h_out * c_quads);
+    let taps = p.kernel * p.kernel;
+    // This channel quad's texel for (ci, tap) is w_base + (ci * taps + tap) * BLOCK_C / 4.
+    let w_base = (co0 / BLOCK_C) * p.c_in * taps * (BLOCK_C / 4u) + (co0 % BLOCK_C) / 4u;
+    let h_virtual = i32(p.h_in << p.upsample);
+    let w_virtual = i32(p.w_in << p.upsample);
+    let pad = i32(p.pad);
+    // sums[j]: channels co0..co0 + 3 at column ox0 + j.
+    var sums = array<vec4<f32>, 4>();
+    for (var ci = 0u; ci < p.c_in; ci++) {
+        for (var ky = 0u; ky < p.kernel; ky++) {
+            let iy = i32(oy * p.stride + ky) - pad;
+            if (iy < 0 || iy >= h_virtual) {
+                continue;
+            }
+            let row = ((b * p.c_in + ci) * p.h_in + (u32(iy) >> p.upsample)) * p.w_in;
+            for (var kx = 0u; kx < p.kernel; kx++) {
+                let w = texel(w_base + (ci * taps + ky * p.kernel + kx) * (BLOCK_C / 4u));
+                for (var j = 0u; j < 4u; j++) {
+                    let ix = i32((ox0 + j) * p.stride + kx) - pad;
+                    if (ix >= 0 && ix < w_virtual) {
+                        sums[j] += w * input[row + (u32(ix) >> p.upsample)];
+                    }
+                }
+            }
+        }
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let co = co0 + c;
+        if (co >= p.c_out) {
+            return;
+        }
+        var add = bias[co];
+        if (p.has_temb == 1u) {
+            add += temb[b * p.temb_stride + co];
+        }
+        let base = ((b * p.c_out + co) * p.h_out + oy) * p.w_out;
+        for (var j = 0u; j < 4u; j++) {
+            let ox = ox0 + j;
+            if (ox < p.w_out) {
+                var y = sums[j][c] + add;
+                if (p.has_residual == 1u) {
+                    y = (residual[base + ox] + y) * p.output_scale;
+                }
+                output[base + ox] = y;
+            }
+        }
+    }
+}

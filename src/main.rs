@@ -16,7 +16,7 @@ use diffusion_wgpu::model::unet::{
 };
 use diffusion_wgpu::{
     Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep,
-    Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Unet,
+    Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Tuning, Unet,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -181,6 +181,10 @@ struct BenchArgs {
     /// printing resident memory and live GPU objects as they go.
     #[arg(long, value_name = "RUNS")]
     soak: Option<usize>,
+    /// Override the adapter's choice of convolution variant: the small-block one below this
+    /// many register-block invocations (0: never; GPUs default to 65536, CPUs to 0).
+    #[arg(long, value_name = "INVOCATIONS")]
+    small_conv_below: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -204,7 +208,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
-    let gpu = Arc::new(Gpu::new(&GpuOptions::default())?);
+    let mut gpu = Gpu::new(&GpuOptions::default())?;
+    if let Some(Command::Bench(BenchArgs {
+        small_conv_below: Some(invocations),
+        ..
+    })) = &cli.command
+    {
+        let tuning = Tuning {
+            small_conv_below: *invocations,
+            ..gpu.tuning()
+        };
+        gpu = gpu.with_tuning(tuning);
+    }
+    let gpu = Arc::new(gpu);
     match cli.command {
         Some(Command::Info) => {
             print_info(&gpu);

@@ -6,7 +6,7 @@ mod common;
 
 use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::model::unet::{TensorSource, Weights};
-use diffusion_wgpu::{Unet, UnetConfig};
+use diffusion_wgpu::{Gpu, GpuOptions, Tuning, Unet, UnetConfig};
 
 const TOLERANCE: f64 = 2e-5;
 
@@ -31,6 +31,25 @@ fn forward_matches_diffusers_f64_for_both_key_styles() {
         println!("{folder}: eps vs f64 {error:.2e}, vs diffusers f32 {error_f32:.2e}");
         assert!(error < TOLERANCE, "{folder}: {error:.2e}");
     }
+}
+
+/// The kernel variants and workgroup sizes chosen for GPUs (the small-block convolution, 64
+/// invocations per workgroup), run here on whatever adapter the tests have.
+#[test]
+fn gpu_kernel_variants_match_diffusers_f64() {
+    let refs = fixture("diffusers/unet_small_forward.safetensors");
+    let x = refs["x"].f32();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
+    let tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    let gpu = Gpu::new(&GpuOptions::default())
+        .unwrap()
+        .with_tuning(tuning);
+    assert!(tuning.small_conv_below > 0 && tuning.block_workgroup_size == 64);
+    let unet = Unet::load(std::sync::Arc::new(gpu), model_dir("unet_small")).unwrap();
+    let eps = unet.forward(&x, [2, 3, 32, 32], &timesteps, None).unwrap();
+    let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
+    println!("GPU variants: eps vs f64 {error:.2e}");
+    assert!(error < TOLERANCE, "{error:.2e}");
 }
 
 #[test]

@@ -39,8 +39,39 @@ pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     adapter_info: Option<wgpu::AdapterInfo>,
+    tuning: Tuning,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
+}
+
+/// Kernel shapes and variants for one adapter, chosen when the device is opened and applied at
+/// pipeline creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Invocations per workgroup of the register-blocked kernels: 16 on CPU adapters (lavapipe
+    /// runs a workgroup as SIMD-8 batches; the size hardly matters there), 64 on GPUs (whole
+    /// warps and wavefronts).
+    pub block_workgroup_size: u32,
+    /// Invocations below which a convolution uses the small-block variant instead of the
+    /// register blocks (0: never): on a GPU, large register blocks leave most of the chip idle
+    /// for small batches; on a CPU adapter they are always better.
+    pub small_conv_below: u64,
+}
+
+impl Tuning {
+    /// The defaults for an adapter of `device_type` (a device from the app counts as a GPU).
+    pub fn for_device_type(device_type: wgpu::DeviceType) -> Self {
+        match device_type {
+            wgpu::DeviceType::Cpu => Self {
+                block_workgroup_size: 16,
+                small_conv_below: 0,
+            },
+            _ => Self {
+                block_workgroup_size: 64,
+                small_conv_below: 1 << 16,
+            },
+        }
+    }
 }
 
 /// What wgpu reports outside any error scope (an uncaptured error, the device's loss), kept
@@ -172,6 +203,7 @@ impl Gpu {
         Ok(Self {
             device,
             queue,
+            tuning: Tuning::for_device_type(info.device_type),
             adapter_info: Some(info),
             kernels: Mutex::default(),
             errors,
@@ -189,6 +221,7 @@ impl Gpu {
             device,
             queue,
             adapter_info: None,
+            tuning: Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu),
             kernels: Mutex::default(),
             errors: Arc::default(),
         }
@@ -268,15 +301,22 @@ impl Gpu {
             .clone()
     }
 
+    /// The kernel shapes chosen for this device's adapter.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// Replaces the kernel shapes (e.g. to run a GPU's variants on a CPU adapter in tests).
+    /// Kernels compiled before keep their workgroup size, so call it right after opening.
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
     /// Invocations per workgroup of the register-blocked kernels (convolution, matmul), which
-    /// declare `override WORKGROUP_SIZE`: 16 on CPU adapters (lavapipe runs a workgroup as
-    /// SIMD-8 batches; the size hardly matters there), 64 elsewhere (whole warps and
-    /// wavefronts; also for a device from the app, whose adapter is unknown).
+    /// declare `override WORKGROUP_SIZE`.
     pub fn block_workgroup_size(&self) -> u32 {
-        match &self.adapter_info {
-            Some(info) if info.device_type == wgpu::DeviceType::Cpu => 16,
-            _ => 64,
-        }
+        self.tuning.block_workgroup_size
     }
 
     /// Waits until all submitted work has finished, then [`check`](Gpu::check)s for errors.

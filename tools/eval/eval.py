@@ -128,7 +128,7 @@ def main() -> None:
     torch.set_num_threads(2)
 
     model = classifier()
-    test_x, test_y = load_split("test")
+    test_x, test_y = load_split("t10k")
     with torch.no_grad():
         accuracy = (model(test_x).argmax(1) == test_y).float().mean().item()
     print(f"classifier test accuracy: {accuracy:.4f}")

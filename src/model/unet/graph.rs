@@ -194,6 +194,11 @@ impl<'g> GraphBuilder<'g> {
         self.grid_for(workgroups * crate::gpu::WORKGROUP_SIZE as usize)
     }
 
+    /// The device's kernel shapes.
+    pub fn tuning(&self) -> crate::gpu::Tuning {
+        self.gpu.tuning()
+    }
+
     /// The device's workgroup size for register-blocked kernels.
     pub fn block_workgroup_size(&self) -> usize {
         self.gpu.block_workgroup_size() as usize

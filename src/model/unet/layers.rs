@@ -7,19 +7,29 @@ use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use crate::error::Result;
 use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec, TexelTable};
 
+/// Bindings of both convolution kernels (see shaders/conv2d.wgsl).
+const CONV2D_BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::StorageRead,
+    Binding::Texels,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageReadWrite,
+];
+
 static CONV2D: KernelSpec = KernelSpec {
     name: "conv2d",
     source: include_str!("../../../shaders/conv2d.wgsl"),
     entry_point: "conv2d",
-    bindings: &[
-        Binding::Uniform,
-        Binding::StorageRead,
-        Binding::Texels,
-        Binding::StorageRead,
-        Binding::StorageRead,
-        Binding::StorageRead,
-        Binding::StorageReadWrite,
-    ],
+    bindings: CONV2D_BINDINGS,
+};
+
+static CONV2D_SMALL: KernelSpec = KernelSpec {
+    name: "conv2d",
+    source: include_str!("../../../shaders/conv2d.wgsl"),
+    entry_point: "conv2d_small",
+    bindings: CONV2D_BINDINGS,
 };
 
 /// Output channels per invocation of shaders/conv2d.wgsl (its BLOCK_C).
@@ -271,14 +281,26 @@ impl Conv {
             _pad: [0; 3],
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
-        // conv2d.wgsl: an invocation computes 32 channels x 2 rows x 8 columns, a workgroup
-        // `block_workgroup_size` such pixel blocks of one channel block.
-        let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
+        // conv2d.wgsl: a `conv2d` invocation computes 32 channels x 2 rows x 8 columns, a
+        // workgroup `block_workgroup_size` such pixel blocks of one channel block; a
+        // `conv2d_small` invocation 4 channels x 4 columns of one row, where the register
+        // blocks would leave a GPU mostly idle.
         let per_workgroup = graph.block_workgroup_size();
-        let workgroups = pixel_blocks.div_ceil(per_workgroup) * self.c_out.div_ceil(CONV_BLOCK_C);
+        let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
+        let blocks = pixel_blocks * self.c_out.div_ceil(CONV_BLOCK_C);
+        let (spec, workgroups) = if (blocks as u64) < graph.tuning().small_conv_below {
+            let quads = batch * height * width.div_ceil(4) * self.c_out.div_ceil(4);
+            (&CONV2D_SMALL, quads.div_ceil(per_workgroup))
+        } else {
+            let per_channel_block = pixel_blocks.div_ceil(per_workgroup);
+            (
+                &CONV2D,
+                per_channel_block * self.c_out.div_ceil(CONV_BLOCK_C),
+            )
+        };
         let grid = graph.grid_for_workgroups(workgroups);
         graph.dispatch(
-            &CONV2D,
+            spec,
             &params,
             &[
                 Resource::Tensor(input.id),
