@@ -182,7 +182,7 @@ struct BenchArgs {
     #[arg(long, value_name = "RUNS")]
     soak: Option<usize>,
     /// Override the adapter's choice of convolution variant: the small-block one below this
-    /// many register-block invocations (0: never; GPUs default to 65536, CPUs to 0).
+    /// many register-block invocations (0: never; GPUs default to 8192, CPUs to 0).
     #[arg(long, value_name = "INVOCATIONS")]
     small_conv_below: Option<u64>,
 }
