@@ -338,8 +338,8 @@ fn store4(b: u32, co: u32, oy: u32, ox0: u32, v: vec4<f32>) {
     }
 }
 
-// The small-block variant, for GPUs running small batches (the register blocks above would
-// leave most of the chip idle there): one invocation per 4 output channels x 4 columns of one
+// The small-block variant, for GPUs (the register blocks above leave most of a GPU idle and
+// serialise too much work per invocation): one invocation per 4 output channels x 4 columns of one
 // output row, flat index over (b, channel quad, row, column quad), column quad fastest. Same
 // bindings, parameters, weight layout and fusions as `conv2d`.
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -28,7 +28,7 @@ pub mod sampler;
 pub mod schedule;
 
 pub use error::{Error, Result};
-pub use gpu::{Gpu, GpuOptions, GpuTensor, Tuning};
+pub use gpu::{ConvKernel, Gpu, GpuOptions, GpuTensor, Tuning};
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{LinearNoiseModel, NoiseModel};

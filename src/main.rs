@@ -15,8 +15,8 @@ use diffusion_wgpu::model::unet::{
     BUNDLED_MODEL, ModelFiles, architecture_config, bundled_scheduler_config, write_bundled_model,
 };
 use diffusion_wgpu::{
-    Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep,
-    Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Tuning, Unet,
+    ConvKernel, Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource,
+    PrevTimestep, Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Tuning, Unet,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -181,10 +181,18 @@ struct BenchArgs {
     /// printing resident memory and live GPU objects as they go.
     #[arg(long, value_name = "RUNS")]
     soak: Option<usize>,
-    /// Override the adapter's choice of convolution variant: the small-block one below this
-    /// many register-block invocations (0: never; GPUs default to 8192, CPUs to 0).
-    #[arg(long, value_name = "INVOCATIONS")]
-    small_conv_below: Option<u64>,
+    /// Override the adapter's convolution kernel (CPU adapters use blocks, GPUs small).
+    #[arg(long, value_enum)]
+    conv_kernel: Option<ConvChoice>,
+}
+
+/// `bench --conv-kernel`.
+#[derive(Clone, Copy, ValueEnum)]
+enum ConvChoice {
+    /// Register blocks of 32 channels x 16 pixels.
+    Blocks,
+    /// 4 channels x 4 pixels per invocation.
+    Small,
 }
 
 fn main() -> ExitCode {
@@ -210,12 +218,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
     let mut gpu = Gpu::new(&GpuOptions::default())?;
     if let Some(Command::Bench(BenchArgs {
-        small_conv_below: Some(invocations),
+        conv_kernel: Some(kernel),
         ..
     })) = &cli.command
     {
+        let conv = match kernel {
+            ConvChoice::Blocks => ConvKernel::RegisterBlocks,
+            ConvChoice::Small => ConvKernel::SmallBlocks,
+        };
         let tuning = Tuning {
-            small_conv_below: *invocations,
+            conv,
             ..gpu.tuning()
         };
         gpu = gpu.with_tuning(tuning);

@@ -52,11 +52,8 @@ pub struct Tuning {
     /// runs a workgroup as SIMD-8 batches; the size hardly matters there), 64 on GPUs (whole
     /// warps and wavefronts).
     pub block_workgroup_size: u32,
-    /// Register-block invocations below which a convolution uses the small-block variant
-    /// instead (0: never): on a GPU, large register blocks leave most of the chip idle for
-    /// small batches (on an H100 the small variant was 1.3x faster for ddpm-cifar10-32 at batch
-    /// 1, even at 16, 1.9x slower at 64); on a CPU adapter the register blocks always win.
-    pub small_conv_below: u64,
+    /// Which convolution kernel to run.
+    pub conv: ConvKernel,
 }
 
 impl Tuning {
@@ -65,14 +62,27 @@ impl Tuning {
         match device_type {
             wgpu::DeviceType::Cpu => Self {
                 block_workgroup_size: 16,
-                small_conv_below: 0,
+                conv: ConvKernel::RegisterBlocks,
             },
             _ => Self {
                 block_workgroup_size: 64,
-                small_conv_below: 1 << 13,
+                conv: ConvKernel::SmallBlocks,
             },
         }
     }
+}
+
+/// The two convolution kernels of shaders/conv2d.wgsl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// `conv2d`: 32 channels x 16 pixels per invocation, weights fetched four channels at a
+    /// time. Best on CPU adapters, where every storage load is costly and parallelism is two
+    /// cores' SIMD lanes (1.2x over 16-channel blocks on lavapipe).
+    RegisterBlocks,
+    /// `conv2d_small`: 4 channels x 4 pixels per invocation, for GPUs, which need many
+    /// invocations (on an H100, ddpm-cifar10-32's forward took 98 / 131 / 312 ms at batch
+    /// 1 / 16 / 64 with it against 489 / 513 / 760 ms with the register blocks).
+    SmallBlocks,
 }
 
 /// What wgpu reports outside any error scope (an uncaptured error, the device's loss), kept

@@ -5,7 +5,7 @@
 use super::TensorSource;
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use crate::error::Result;
-use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec, TexelTable};
+use crate::gpu::{Binding, ConvKernel, Gpu, GpuTensor, KernelSpec, TexelTable};
 
 /// Bindings of both convolution kernels (see shaders/conv2d.wgsl).
 const CONV2D_BINDINGS: &[Binding] = &[
@@ -283,20 +283,19 @@ impl Conv {
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
         // conv2d.wgsl: a `conv2d` invocation computes 32 channels x 2 rows x 8 columns, a
         // workgroup `block_workgroup_size` such pixel blocks of one channel block; a
-        // `conv2d_small` invocation 4 channels x 4 columns of one row, where the register
-        // blocks would leave a GPU mostly idle.
+        // `conv2d_small` invocation 4 channels x 4 columns of one row.
         let per_workgroup = graph.block_workgroup_size();
-        let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
-        let blocks = pixel_blocks * self.c_out.div_ceil(CONV_BLOCK_C);
-        let (spec, workgroups) = if (blocks as u64) < graph.tuning().small_conv_below {
-            let quads = batch * height * width.div_ceil(4) * self.c_out.div_ceil(4);
-            (&CONV2D_SMALL, quads.div_ceil(per_workgroup))
-        } else {
-            let per_channel_block = pixel_blocks.div_ceil(per_workgroup);
-            (
-                &CONV2D,
-                per_channel_block * self.c_out.div_ceil(CONV_BLOCK_C),
-            )
+        let (spec, workgroups) = match graph.tuning().conv {
+            ConvKernel::SmallBlocks => {
+                let quads = batch * height * width.div_ceil(4) * self.c_out.div_ceil(4);
+                (&CONV2D_SMALL, quads.div_ceil(per_workgroup))
+            }
+            ConvKernel::RegisterBlocks => {
+                let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
+                let per_channel_block = pixel_blocks.div_ceil(per_workgroup);
+                let channel_blocks = self.c_out.div_ceil(CONV_BLOCK_C);
+                (&CONV2D, per_channel_block * channel_blocks)
+            }
         };
         let grid = graph.grid_for_workgroups(workgroups);
         graph.dispatch(
