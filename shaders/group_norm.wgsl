@@ -72,15 +72,24 @@ fn group_norm(
     let mean = first + moments.x;
     let variance = max(moments.y - moments.x * moments.x, 0.0);
     let inv_std = 1.0 / sqrt(variance + p.eps);
-    for (var j = local; j < count; j += WORKGROUP_SIZE) {
-        let c = g * channels_per_group + j / p.plane;
-        var y = (input[base + j] - mean) * inv_std * gamma[c] + beta[c];
+    // Per channel: y = (x - mean) * scale + shift with the affine map and the FiLM terms folded
+    // into scale and shift, loaded once per channel rather than per element.
+    for (var k = 0u; k < channels_per_group; k++) {
+        let c = g * channels_per_group + k;
+        var scale = inv_std * gamma[c];
+        var shift = beta[c];
         if (p.scale_shift == 1u) {
-            y = y * (1.0 + temb[b * p.temb_stride + c]) + temb[b * p.temb_stride + p.channels + c];
+            let film_scale = 1.0 + temb[b * p.temb_stride + c];
+            scale *= film_scale;
+            shift = shift * film_scale + temb[b * p.temb_stride + p.channels + c];
         }
-        if (p.silu == 1u) {
-            y = y / (1.0 + exp(-y));
+        let at = base + k * p.plane;
+        for (var j = local; j < p.plane; j += WORKGROUP_SIZE) {
+            var y = (input[at + j] - mean) * scale + shift;
+            if (p.silu == 1u) {
+                y = y / (1.0 + exp(-y));
+            }
+            output[at + j] = y;
         }
-        output[base + j] = y;
     }
 }
