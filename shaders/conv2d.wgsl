@@ -21,7 +21,7 @@
 // for downsample_padding = 0 (pad = 0, H_out = H_in / 2).
 //
 // Work mapping: each invocation computes a register block of BLOCK_C output channels x BLOCK_Y
-// rows x BLOCK_X columns (32 x 2 x 8) of one image, accumulating in f32 over the input channels
+// rows x BLOCK_X columns (32 x 4 x 4) of one image, accumulating in f32 over the input channels
 // and taps; every input value and weight it needs is loaded once per block and tap row. On
 // CPU Vulkan (lavapipe) a storage-buffer load is done lane by lane and costs far more than an
 // FMA, while a texel fetch is vectorised: the weights come from a texture (four channels per
@@ -70,10 +70,10 @@ struct ConvParams {
 // 16 on CPU adapters, where it hardly matters, 64 on GPUs, two warps / one wavefront).
 override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK_C: u32 = 32u;
-const BLOCK_Y: u32 = 2u;
-const BLOCK_X: u32 = 8u;
+const BLOCK_Y: u32 = 4u;
+const BLOCK_X: u32 = 4u;
 
-// acc[c][2 * row + half]: channel co0 + c, output row oy0 + row, columns ox0 + 4 * half + 0..3.
+// acc[c][row]: channel co0 + c, output row oy0 + row, columns ox0 + 0..3.
 var<private> acc: array<array<vec4<f32>, 4>, BLOCK_C>;
 
 // Adds w * x to the accumulators of channel c; x holds the block's inputs for one tap in the
@@ -134,41 +134,47 @@ fn tap(at: u32, x: array<vec4<f32>, 4>) {
     channel_fma(31u, w7.w, x);
 }
 
-// Columns kx..kx + 7 of a window row of BLOCK_X + 2 columns (held in 3 vec4, 2 lanes unused).
-fn shifted(v: array<vec4<f32>, 3>, kx: u32) -> array<vec4<f32>, 2> {
+// Columns kx..kx + 3 of a window row of BLOCK_X + 2 columns (held in 2 vec4, the last 2 lanes
+// zero and never loaded).
+fn shifted(v: array<vec4<f32>, 2>, kx: u32) -> vec4<f32> {
     switch kx {
         case 0u: {
-            return array(v[0], v[1]);
+            return v[0];
         }
         case 1u: {
-            return array(vec4(v[0].yzw, v[1].x), vec4(v[1].yzw, v[2].x));
+            return vec4(v[0].yzw, v[1].x);
         }
         default: {
-            return array(vec4(v[0].zw, v[1].xy), vec4(v[1].zw, v[2].xy));
+            return vec4(v[0].zw, v[1].xy);
         }
     }
 }
 
-// The tap (ky, kx) of the 3x3 path (weights from texel `at`, the tap's 4 texels): window rows
-// ky and ky + 1 shifted by kx.
-fn window_tap(at: u32, top: array<vec4<f32>, 3>, bottom: array<vec4<f32>, 3>, kx: u32) {
-    let a = shifted(top, kx);
-    let b = shifted(bottom, kx);
-    tap(at, array(a[0], a[1], b[0], b[1]));
+// The tap (ky, kx) of the 3x3 path (weights from texel `at`): window rows ky..ky + 3
+// (r0..r3), each shifted by kx.
+fn window_tap(
+    at: u32,
+    r0: array<vec4<f32>, 2>,
+    r1: array<vec4<f32>, 2>,
+    r2: array<vec4<f32>, 2>,
+    r3: array<vec4<f32>, 2>,
+    kx: u32,
+) {
+    tap(at, array(shifted(r0, kx), shifted(r1, kx), shifted(r2, kx), shifted(r3, kx)));
 }
 
 // Window columns (col, valid) of one input row, masked by the row's own validity.
 fn window_row(
     at: u32,
     row_ok: bool,
-    col: array<vec4<u32>, 3>,
-    valid: array<vec4<bool>, 3>,
-) -> array<vec4<f32>, 3> {
+    col: array<vec4<u32>, 2>,
+    valid: array<vec4<bool>, 2>,
+) -> array<vec4<f32>, 2> {
     let ok = vec4(row_ok);
+    let last = vec2(input[at + col[1].x], input[at + col[1].y]);
     return array(
         load4(at, col[0], valid[0] & ok),
-        load4(at, col[1], valid[1] & ok),
-        load4(at, col[2], valid[2] & ok),
+        select(vec4(0.0), vec4(last, 0.0, 0.0), valid[1] & ok),
     );
 }
 
@@ -210,60 +216,59 @@ fn conv2d(
     let lanes = vec4(0, 1, 2, 3);
 
     if (p.kernel == 3u && p.stride == 1u) {
-        // Window: virtual rows oy0 - pad + 0..3, columns ox0 - pad + 0..9.
+        // Window: virtual rows oy0 - pad + 0..5, columns ox0 - pad + 0..5.
         let ix0 = i32(ox0) - pad + lanes;
         let ix1 = ix0 + 4;
-        let ix2 = ix0 + 8;
         let cv0 = ix0 >= vec4(0) & ix0 < vec4(w_virtual);
-        let cv1 = ix1 >= vec4(0) & ix1 < vec4(w_virtual);
-        let cv2 = ix2 >= vec4(0) & ix2 < vec4(w_virtual) & lanes < vec4(2);
-        let cv = array(cv0, cv1, cv2);
+        let cv1 = ix1 >= vec4(0) & ix1 < vec4(w_virtual) & lanes < vec4(2);
+        let cv = array(cv0, cv1);
         let col = array(
             select(vec4(0u), vec4<u32>(ix0) >> shift, cv0),
             select(vec4(0u), vec4<u32>(ix1) >> shift, cv1),
-            select(vec4(0u), vec4<u32>(ix2) >> shift, cv2),
         );
-        let iy = i32(oy0) - pad + vec4(0, 1, 2, 3);
-        let rv = iy >= vec4(0) & iy < vec4(h_virtual);
-        let row = image + select(vec4(0u), vec4<u32>(iy) >> shift, rv) * p.w_in;
+        let iy0 = i32(oy0) - pad + lanes;
+        let iy1 = iy0 + 4;
+        let rv0 = iy0 >= vec4(0) & iy0 < vec4(h_virtual);
+        let rv1 = iy1 >= vec4(0) & iy1 < vec4(h_virtual);
+        let row0 = image + select(vec4(0u), vec4<u32>(iy0) >> shift, rv0) * p.w_in;
+        let row1 = image + select(vec4(0u), vec4<u32>(iy1) >> shift, rv1) * p.w_in;
         var at = w_base;
         for (var ci = 0u; ci < p.c_in; ci++) {
             let ci_at = ci * in_plane;
-            let x0 = window_row(row.x + ci_at, rv.x, col, cv);
-            let x1 = window_row(row.y + ci_at, rv.y, col, cv);
-            let x2 = window_row(row.z + ci_at, rv.z, col, cv);
-            let x3 = window_row(row.w + ci_at, rv.w, col, cv);
-            window_tap(at, x0, x1, 0u);
-            window_tap(at + 8u, x0, x1, 1u);
-            window_tap(at + 16u, x0, x1, 2u);
-            window_tap(at + 24u, x1, x2, 0u);
-            window_tap(at + 32u, x1, x2, 1u);
-            window_tap(at + 40u, x1, x2, 2u);
-            window_tap(at + 48u, x2, x3, 0u);
-            window_tap(at + 56u, x2, x3, 1u);
-            window_tap(at + 64u, x2, x3, 2u);
+            let x0 = window_row(row0.x + ci_at, rv0.x, col, cv);
+            let x1 = window_row(row0.y + ci_at, rv0.y, col, cv);
+            let x2 = window_row(row0.z + ci_at, rv0.z, col, cv);
+            let x3 = window_row(row0.w + ci_at, rv0.w, col, cv);
+            let x4 = window_row(row1.x + ci_at, rv1.x, col, cv);
+            let x5 = window_row(row1.y + ci_at, rv1.y, col, cv);
+            window_tap(at, x0, x1, x2, x3, 0u);
+            window_tap(at + 8u, x0, x1, x2, x3, 1u);
+            window_tap(at + 16u, x0, x1, x2, x3, 2u);
+            window_tap(at + 24u, x1, x2, x3, x4, 0u);
+            window_tap(at + 32u, x1, x2, x3, x4, 1u);
+            window_tap(at + 40u, x1, x2, x3, x4, 2u);
+            window_tap(at + 48u, x2, x3, x4, x5, 0u);
+            window_tap(at + 56u, x2, x3, x4, x5, 1u);
+            window_tap(at + 64u, x2, x3, x4, x5, 2u);
             at += 72u;
         }
     } else {
         for (var ky = 0u; ky < p.kernel; ky++) {
-            let iy = vec2<i32>(vec2(oy0, oy0 + 1u) * p.stride + ky) - pad;
-            let rv = iy >= vec2(0) & iy < vec2(h_virtual);
-            let row = image + select(vec2(0u), vec2<u32>(iy) >> shift.xy, rv) * p.w_in;
+            let iy = vec4<i32>((oy0 + vec4(0u, 1u, 2u, 3u)) * p.stride + ky) - pad;
+            let rv = iy >= vec4(0) & iy < vec4(h_virtual);
+            let row = image + select(vec4(0u), vec4<u32>(iy) >> shift, rv) * p.w_in;
             for (var kx = 0u; kx < p.kernel; kx++) {
-                let ix0 = vec4<i32>((ox0 + vec4(0u, 1u, 2u, 3u)) * p.stride + kx) - pad;
-                let ix1 = ix0 + i32(4u * p.stride);
-                let cv0 = ix0 >= vec4(0) & ix0 < vec4(w_virtual);
-                let cv1 = ix1 >= vec4(0) & ix1 < vec4(w_virtual);
-                let col0 = select(vec4(0u), vec4<u32>(ix0) >> shift, cv0);
-                let col1 = select(vec4(0u), vec4<u32>(ix1) >> shift, cv1);
+                let ix = vec4<i32>((ox0 + vec4(0u, 1u, 2u, 3u)) * p.stride + kx) - pad;
+                let cv = ix >= vec4(0) & ix < vec4(w_virtual);
+                let col = select(vec4(0u), vec4<u32>(ix) >> shift, cv);
                 var w_at = w_base + 8u * (ky * p.kernel + kx);
                 for (var ci = 0u; ci < p.c_in; ci++) {
                     let at = row + ci * in_plane;
                     tap(w_at, array(
-                        load4(at.x, col0, cv0 & vec4(rv.x)),
-                        load4(at.x, col1, cv1 & vec4(rv.x)),
-                        load4(at.y, col0, cv0 & vec4(rv.y)),
-                        load4(at.y, col1, cv1 & vec4(rv.y)),
+                        load4(at.x, col, cv & vec4(rv.x)),
+                        load4(at.y, col, cv & vec4(rv.y)),
+                        load4(at.z, col, cv & vec4(rv.z)),
+                        load4(at.w, col, cv & vec4(rv.w)),
                     ));
                     w_at += 8u * taps;
                 }
@@ -315,9 +320,9 @@ fn store_channel(b: u32, co: u32, oy0: u32, ox0: u32, v: array<vec4<f32>, 4>) {
         add += temb[b * p.temb_stride + co];
     }
     store4(b, co, oy0, ox0, v[0] + add);
-    store4(b, co, oy0, ox0 + 4u, v[1] + add);
-    store4(b, co, oy0 + 1u, ox0, v[2] + add);
-    store4(b, co, oy0 + 1u, ox0 + 4u, v[3] + add);
+    store4(b, co, oy0 + 1u, ox0, v[1] + add);
+    store4(b, co, oy0 + 2u, ox0, v[2] + add);
+    store4(b, co, oy0 + 3u, ox0, v[3] + add);
 }
 
 fn store4(b: u32, co: u32, oy: u32, ox0: u32, v: vec4<f32>) {

@@ -1130,6 +1130,17 @@ fn command_line_misuse() {
             "`beta_end`",
         ),
         (
+            // 12 TB of x_T: refused before anything is drawn or allocated.
+            vec![
+                "toy".into(),
+                "--size".into(),
+                "1000000".into(),
+                "--batch".into(),
+                "1".into(),
+            ],
+            "tensor `sample`",
+        ),
+        (
             vec![
                 "sample".into(),
                 "--init".into(),

@@ -58,6 +58,8 @@ impl<'a> SamplingRun<'a> {
         model_channels: usize,
         noise: NoiseSource<'a>,
     ) -> Result<Self> {
+        // Refuse a shape over the device's limits before drawing x_T on the host.
+        gpu.check_tensor_shape("sample", &shape)?;
         let len = shape.iter().product();
         let any_noise = plan.steps.iter().any(|s| s.adds_noise());
         let (initial, noise) = NoiseStream::start(noise, len, plan.steps.len(), any_noise)?;

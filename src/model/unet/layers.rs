@@ -281,7 +281,7 @@ impl Conv {
             _pad: [0; 3],
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
-        // conv2d.wgsl: a `conv2d` invocation computes 32 channels x 2 rows x 8 columns, a
+        // conv2d.wgsl: a `conv2d` invocation computes 32 channels x 4 rows x 4 columns, a
         // workgroup `block_workgroup_size` such pixel blocks of one channel block; a
         // `conv2d_small` invocation 4 channels x 4 columns of one row.
         let per_workgroup = graph.block_workgroup_size();
@@ -291,7 +291,7 @@ impl Conv {
                 (&CONV2D_SMALL, quads.div_ceil(per_workgroup))
             }
             ConvKernel::RegisterBlocks => {
-                let pixel_blocks = batch * height.div_ceil(2) * width.div_ceil(8);
+                let pixel_blocks = batch * height.div_ceil(4) * width.div_ceil(4);
                 let per_channel_block = pixel_blocks.div_ceil(per_workgroup);
                 let channel_blocks = self.c_out.div_ceil(CONV_BLOCK_C);
                 (&CONV2D, per_channel_block * channel_blocks)
