@@ -435,6 +435,12 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
     };
 
     println!("adapter: {}", adapter_name(&gpu));
+    let start = Instant::now();
+    unet.prepare(shape[0], shape[2], shape[3])?;
+    println!(
+        "prepared the model in {:.1} s (graph, pipelines, one warm-up pass)",
+        start.elapsed().as_secs_f64()
+    );
     let (x0, seconds) = if labels.is_empty() {
         run_sampler(&sampler, &unet, shape, &settings, source)?
     } else {
@@ -443,7 +449,7 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
     };
     write_output(&args.out, &x0, shape)?;
     println!(
-        "wrote {} ({} images, {} steps) in {seconds:.1} s",
+        "wrote {} ({} images, {} steps); sampling took {seconds:.1} s",
         args.out.display(),
         shape[0],
         settings.num_inference_steps

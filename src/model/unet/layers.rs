@@ -285,7 +285,13 @@ impl Conv {
         // workgroup `block_workgroup_size` such pixel blocks of one channel block; a
         // `conv2d_small` invocation 4 channels x 4 columns of one row.
         let per_workgroup = graph.block_workgroup_size();
-        let (spec, workgroups) = match graph.tuning().conv {
+        // A register block of 32 channels would be mostly waste for a layer of a few output
+        // channels (conv_out of a grayscale model): those take the small blocks everywhere.
+        let kernel = match graph.tuning().conv {
+            _ if self.c_out <= 4 => ConvKernel::SmallBlocks,
+            chosen => chosen,
+        };
+        let (spec, workgroups) = match kernel {
             ConvKernel::SmallBlocks => {
                 let quads = batch * height * width.div_ceil(4) * self.c_out.div_ceil(4);
                 (&CONV2D_SMALL, quads.div_ceil(per_workgroup))

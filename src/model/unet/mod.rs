@@ -473,6 +473,31 @@ impl Unet {
             .collect()
     }
 
+    /// Builds the forward pass for `batch` images of `height` x `width` and runs it once on
+    /// zeros, so that the first step of a timed or interactive loop pays neither the graph's
+    /// construction nor the driver's pipeline compilation (lavapipe compiles a kernel at its
+    /// first dispatch). Optional: the first forward pass does the same otherwise.
+    pub fn prepare(&self, batch: usize, height: usize, width: usize) -> Result<()> {
+        let shape = [batch, self.config.in_channels, height, width];
+        let sample = GpuTensor::zeros(&self.gpu, &shape, "prepare sample")?;
+        let out_shape = [batch, self.config.out_channels, height, width];
+        let output = GpuTensor::zeros(&self.gpu, &out_shape, "prepare output")?;
+        let labels = self.config.num_class_embeds.map(|_| vec![0; batch]);
+        let mut encoder = self
+            .gpu
+            .device()
+            .create_command_encoder(&Default::default());
+        self.record(
+            &mut encoder,
+            &sample,
+            &vec![0; batch],
+            labels.as_deref(),
+            &output,
+        )?;
+        self.gpu.queue().submit([encoder.finish()]);
+        self.gpu.wait_idle("preparing the U-Net")
+    }
+
     /// Number of activation buffers of the current compiled forward pass (0 before the first).
     pub fn activation_buffer_count(&self) -> usize {
         let compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
