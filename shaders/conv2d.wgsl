@@ -315,16 +315,24 @@ fn store_channel(b: u32, co: u32, oy0: u32, ox0: u32, v: array<vec4<f32>, 4>) {
     if (co >= p.c_out) {
         return;
     }
-    var add = bias[co];
-    if (p.has_temb == 1u) {
-        add += temb[b * p.temb_stride + co];
-    }
+    let add = channel_offset(b, co);
     store4(b, co, oy0, ox0, v[0] + add);
     store4(b, co, oy0 + 1u, ox0, v[1] + add);
     store4(b, co, oy0 + 2u, ox0, v[2] + add);
     store4(b, co, oy0 + 3u, ox0, v[3] + add);
 }
 
+// What channel co of image b adds to every output: its bias and time-embedding term.
+fn channel_offset(b: u32, co: u32) -> f32 {
+    var add = bias[co];
+    if (p.has_temb == 1u) {
+        add += temb[b * p.temb_stride + co];
+    }
+    return add;
+}
+
+// Writes columns ox0..ox0 + 3 of output row oy (with the residual when fused), skipping those
+// past the edges.
 fn store4(b: u32, co: u32, oy: u32, ox0: u32, v: vec4<f32>) {
     if (oy >= p.h_out) {
         return;
@@ -394,20 +402,7 @@ fn conv2d_small(
         if (co >= p.c_out) {
             return;
         }
-        var add = bias[co];
-        if (p.has_temb == 1u) {
-            add += temb[b * p.temb_stride + co];
-        }
-        let base = ((b * p.c_out + co) * p.h_out + oy) * p.w_out;
-        for (var j = 0u; j < 4u; j++) {
-            let ox = ox0 + j;
-            if (ox < p.w_out) {
-                var y = sums[j][c] + add;
-                if (p.has_residual == 1u) {
-                    y = (residual[base + ox] + y) * p.output_scale;
-                }
-                output[base + ox] = y;
-            }
-        }
+        let v = vec4(sums[0][c], sums[1][c], sums[2][c], sums[3][c]);
+        store4(b, co, oy, ox0, v + channel_offset(b, co));
     }
 }
