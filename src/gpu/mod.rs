@@ -227,6 +227,10 @@ impl Gpu {
     /// The app's uncaptured-error handler and device-lost callback are left in place, so errors
     /// outside this crate's own error scopes reach the app's handlers rather than
     /// [`Gpu::check`]; a device from [`Gpu::new`] reports them through `check` instead.
+    ///
+    /// The adapter is unknown here, so the kernels get the GPU [`Tuning`]; on a CPU adapter
+    /// (lavapipe) pass the adapter's type for the much faster CPU shapes:
+    /// `Gpu::from_device(device, queue).with_tuning(Tuning::for_device_type(info.device_type))`.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         Self {
             device,
