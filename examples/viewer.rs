@@ -17,7 +17,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 use diffusion_wgpu::model::unet::bundled_scheduler_config;
 use diffusion_wgpu::{
-    Gpu, GridImage, GridLayout, NoiseSource, Sampler, SamplerSettings, SamplingRun, Unet,
+    Gpu, GridImage, GridLayout, NoiseSource, Sampler, SamplerSettings, SamplingRun, Tuning, Unet,
 };
 use winit::application::ApplicationHandler;
 use winit::dpi::PhysicalSize;
@@ -213,7 +213,9 @@ impl Viewer {
         let format = config.format;
         surface.configure(&device, &config);
 
-        let gpu = Arc::new(Gpu::from_device(device.clone(), queue));
+        // The kernel shapes for this adapter (a CPU adapter such as lavapipe wants others).
+        let tuning = Tuning::for_device_type(adapter.get_info().device_type);
+        let gpu = Arc::new(Gpu::from_device(device.clone(), queue).with_tuning(tuning));
         let model = Unet::bundled(gpu.clone())?;
         let sampler = Sampler::new(gpu.clone(), bundled_scheduler_config()?)?;
         let grid = device.create_texture(&wgpu::TextureDescriptor {
