@@ -168,13 +168,14 @@ pub fn run(
 ) -> Result<BenchReport> {
     let gpu = unet.gpu();
     let channels = unet.config().in_channels;
+    // Every product of the forward pass scales with the batch, so one count serves all.
     let flops_per_image = unet.forward_flops(1, size, size)?;
     let mut batches = Vec::new();
     for &batch in &settings.batches {
         let shape = [batch, channels, size, size];
         log::info!("bench: batch {batch}");
         let forward_s = time_forward(unet, shape, settings.repeats)?;
-        let flops = unet.forward_flops(batch, size, size)?;
+        let flops = flops_per_image * batch as u64;
         let run = if settings.run_steps > 0 {
             Some(time_run(unet, sampler, shape, settings.run_steps)?)
         } else {

@@ -49,14 +49,14 @@ pub fn soak(
         Ok(())
     };
     run(0)?;
-    let mut points = vec![snapshot(gpu, 1)];
+    let mut points = vec![snapshot(gpu, 1)?];
     let every = (runs / 10).max(1);
     let start = Instant::now();
     for done in 2..=runs.max(1) {
         run(done as u64)?;
         progress(done);
         if done % every == 0 || done == runs {
-            points.push(snapshot(gpu, done));
+            points.push(snapshot(gpu, done)?);
         }
     }
     Ok(SoakReport {
@@ -65,11 +65,11 @@ pub fn soak(
     })
 }
 
-fn snapshot(gpu: &Gpu, runs: usize) -> SoakPoint {
+fn snapshot(gpu: &Gpu, runs: usize) -> Result<SoakPoint> {
     // Let wgpu free what finished work released before counting.
-    let _ = gpu.wait_idle("soak snapshot");
+    gpu.wait_idle("soak snapshot")?;
     let counters = gpu.device().get_internal_counters().hal;
-    SoakPoint {
+    Ok(SoakPoint {
         runs,
         resident_kib: resident_kib(),
         buffers: counters.buffers.read(),
@@ -77,7 +77,7 @@ fn snapshot(gpu: &Gpu, runs: usize) -> SoakPoint {
         other_objects: counters.textures.read()
             + counters.bind_groups.read()
             + counters.compute_pipelines.read(),
-    }
+    })
 }
 
 /// `VmRSS` from /proc/self/status, in KiB.

@@ -45,7 +45,7 @@ pub struct Kernel {
 }
 
 /// The pipeline-overridable constant a kernel declares to take the adapter's workgroup size for
-/// register-blocked kernels ([`crate::Gpu::block_workgroup_size`]).
+/// register-blocked kernels ([`crate::Tuning::block_workgroup_size`]).
 const WORKGROUP_SIZE_OVERRIDE: &str = "override WORKGROUP_SIZE: u32";
 
 impl Kernel {

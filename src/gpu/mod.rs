@@ -311,7 +311,11 @@ impl Gpu {
         kernels
             .entry((spec.name, spec.entry_point))
             .or_insert_with(|| {
-                Arc::new(Kernel::new(&self.device, spec, self.block_workgroup_size()))
+                Arc::new(Kernel::new(
+                    &self.device,
+                    spec,
+                    self.tuning.block_workgroup_size,
+                ))
             })
             .clone()
     }
@@ -322,16 +326,11 @@ impl Gpu {
     }
 
     /// Replaces the kernel shapes (e.g. to run a GPU's variants on a CPU adapter in tests).
-    /// Kernels compiled before keep their workgroup size, so call it right after opening.
+    /// Kernels compiled for the old shapes are dropped, so they are rebuilt with the new ones.
     pub fn with_tuning(mut self, tuning: Tuning) -> Self {
         self.tuning = tuning;
+        self.kernels = Mutex::default();
         self
-    }
-
-    /// Invocations per workgroup of the register-blocked kernels (convolution, matmul), which
-    /// declare `override WORKGROUP_SIZE`.
-    pub fn block_workgroup_size(&self) -> u32 {
-        self.tuning.block_workgroup_size
     }
 
     /// Waits until all submitted work has finished, then [`check`](Gpu::check)s for errors.

@@ -201,7 +201,7 @@ impl<'g> GraphBuilder<'g> {
 
     /// The device's workgroup size for register-blocked kernels.
     pub fn block_workgroup_size(&self) -> usize {
-        self.gpu.block_workgroup_size() as usize
+        self.gpu.tuning().block_workgroup_size as usize
     }
 
     /// Assigns buffers and builds every uniform and bind group.
