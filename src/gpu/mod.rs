@@ -367,9 +367,23 @@ impl Gpu {
         descriptor: &wgpu::BufferDescriptor<'_>,
         during: &str,
     ) -> Result<wgpu::Buffer> {
+        self.scoped(during, |device| device.create_buffer(descriptor))
+    }
+
+    /// Creates a texture, with failures reported as by [`Gpu::create_buffer`].
+    pub(crate) fn create_texture(
+        &self,
+        descriptor: &wgpu::TextureDescriptor<'_>,
+        during: &str,
+    ) -> Result<wgpu::Texture> {
+        self.scoped(during, |device| device.create_texture(descriptor))
+    }
+
+    /// Runs `create` inside out-of-memory and validation error scopes.
+    fn scoped<T>(&self, during: &str, create: impl FnOnce(&wgpu::Device) -> T) -> Result<T> {
         let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let buffer = self.device.create_buffer(descriptor);
+        let created = create(&self.device);
         let errors = [
             pollster::block_on(validation.pop()),
             pollster::block_on(out_of_memory.pop()),
@@ -381,7 +395,7 @@ impl Gpu {
             });
         }
         self.check_lost(during)?;
-        Ok(buffer)
+        Ok(created)
     }
 
     /// Fails with [`Error::Gpu`] once the device is lost.

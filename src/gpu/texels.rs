@@ -42,16 +42,19 @@ impl TexelTable {
             height: rows as u32,
             depth_or_array_layers: 1,
         };
-        let texture = gpu.device().create_texture(&wgpu::TextureDescriptor {
-            label: Some(name),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
+        let texture = gpu.create_texture(
+            &wgpu::TextureDescriptor {
+                label: Some(name),
+                size,
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            },
+            &format!("uploading weights `{name}`"),
+        )?;
         gpu.queue().write_texture(
             wgpu::TexelCopyTextureInfo {
                 texture: &texture,
