@@ -12,7 +12,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use diffusion_wgpu::model::unet::bundled_scheduler_config;
 use diffusion_wgpu::{
-    Gpu, GpuOptions, GpuTensor, NoiseModel, NoiseSource, Sampler, SamplerSettings, Unet,
+    Conditioning, Gpu, GpuOptions, GpuTensor, NoiseModel, NoiseSource, Sampler, SamplerSettings,
+    Unet,
 };
 
 fn forward(c: &mut Criterion) {
@@ -47,8 +48,15 @@ fn forward(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(*name, batch), &batch, |b, _| {
                 b.iter(|| {
                     let mut encoder = gpu.device().create_command_encoder(&Default::default());
-                    unet.predict(&gpu, &mut encoder, &sample, &timesteps, &output)
-                        .expect("forward");
+                    unet.predict(
+                        &gpu,
+                        &mut encoder,
+                        &sample,
+                        &timesteps,
+                        &Conditioning::none(),
+                        &output,
+                    )
+                    .expect("forward");
                     gpu.queue().submit([encoder.finish()]);
                     gpu.wait_idle("bench").expect("wait");
                 })

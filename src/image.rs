@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec};
+use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec, WorkgroupSize};
 
 /// Pixels between images in a grid, and around it.
 pub const GRID_BORDER: usize = 2;
@@ -22,6 +22,8 @@ static GRID_RGBA8UNORM: KernelSpec = KernelSpec {
         Binding::StorageRead,
         Binding::StorageTextureWrite(wgpu::TextureFormat::Rgba8Unorm),
     ],
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
 };
 static GRID_RGBA16FLOAT: KernelSpec = KernelSpec {
     name: "image",
@@ -32,6 +34,8 @@ static GRID_RGBA16FLOAT: KernelSpec = KernelSpec {
         Binding::StorageRead,
         Binding::StorageTextureWrite(wgpu::TextureFormat::Rgba16Float),
     ],
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
 };
 /// Workgroup side of the grid kernels (16 x 16 invocations).
 const TILE: u32 = 16;
@@ -123,6 +127,21 @@ struct GridParams {
     grid_width: u32,
     grid_height: u32,
 }
+
+static PARAMS_LAYOUT: crate::gpu::ParamsLayout = crate::params_layout!(GridParams {
+    batch,
+    channels,
+    height,
+    width,
+    columns,
+    border,
+    grid_width,
+    grid_height,
+});
+
+/// Every kernel of shaders/image.wgsl.
+#[cfg(test)]
+pub(crate) static SPECS: &[&KernelSpec] = &[&GRID_RGBA8UNORM, &GRID_RGBA16FLOAT];
 
 /// Draws a tensor of images ([B, C, H, W] in [-1, 1], C = 1 or 3) into the top-left corner
 /// of an app's texture as a [`GridLayout`] grid, on the GPU: each value becomes

@@ -7,7 +7,9 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+#[cfg(feature = "png")]
 use crate::image::GridLayout;
+use crate::nn::weights::{DATA_DTYPES, to_f32};
 
 /// A tensor read from a file, converted to f32 (integers too, for timesteps and labels).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,40 +37,13 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                Dtype::F16 => raw
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                Dtype::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                    .collect(),
-                Dtype::F64 => raw
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(std::array::from_fn(|i| c[i])) as f32)
-                    .collect(),
-                Dtype::I64 => raw
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(std::array::from_fn(|i| c[i])) as f32)
-                    .collect(),
-                Dtype::I32 => raw
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-                    .collect(),
-                other => {
-                    return Err(Error::Checkpoint {
-                        file: file.clone(),
-                        tensor: name,
-                        message: format!("dtype {other:?} is not supported (use F32 or I64)"),
-                    });
+            let data = to_f32(view.dtype(), view.data(), DATA_DTYPES).ok_or_else(|| {
+                Error::Checkpoint {
+                    file: file.clone(),
+                    tensor: name.clone(),
+                    message: format!("dtype {:?} is not supported (use F32 or I64)", view.dtype()),
                 }
-            };
+            })?;
             // Also catches F64 values beyond f32's range, which became infinite above.
             if let Some(i) = data.iter().position(|v| !v.is_finite()) {
                 return Err(Error::Checkpoint {
@@ -149,15 +124,21 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Resul
             })
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| Error::Io {
+    let io_error = |source| Error::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
+        source,
+    };
+    // Serialised in memory and written with `fs::write`, so the file gets the ordinary
+    // permissions of a new file (the umask's), not the 0600 of a temporary file.
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| io_error(std::io::Error::other(e.to_string())))?;
+    std::fs::write(path, bytes).map_err(io_error)
 }
 
 /// Writes a batch of images [B, C, H, W] in [-1, 1] as one PNG grid (as square as possible,
 /// 2-pixel black borders: [`GridLayout`]), mapping each value as diffusers' pipelines do:
 /// `round(255 * clamp(x / 2 + 0.5, 0, 1))`. C = 1 gives grayscale, C = 3 RGB.
+#[cfg(feature = "png")]
 pub fn write_png_grid(path: &Path, images: &[f32], shape: [usize; 4]) -> Result<()> {
     let [batch, channels, height, width] = shape;
     let color = match channels {

@@ -18,20 +18,23 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
+mod config_json;
 pub mod error;
 pub mod gpu;
 pub mod image;
 pub mod io;
 pub mod model;
+pub mod nn;
 pub mod sampler;
 pub mod schedule;
 
 pub use error::{Error, Result};
-pub use gpu::{ConvKernel, Gpu, GpuOptions, GpuTensor, Tuning};
+pub use gpu::{BlockSize, Gpu, GpuOptions, GpuTensor, Tuning};
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
-pub use model::{LinearNoiseModel, NoiseModel};
+pub use model::{Conditioning, LinearNoiseModel, NoiseModel};
 pub use sampler::{
     Method, NoiseSource, Sampler, SamplerSettings, SamplingRun, StepOutput, StepProgress,
 };

@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor};
-use crate::model::NoiseModel;
-use crate::model::unet::{ForwardProfile, MatmulShape, ProfileTimer, Unet, profile_gemm};
+use crate::model::unet::Unet;
+use crate::model::{Conditioning, NoiseModel};
+use crate::nn::{ForwardProfile, MatmulShape, ProfileTimer, profile_gemm};
 use crate::sampler::{NoiseSource, Sampler, SamplerSettings};
 
 /// What to measure.
@@ -151,6 +152,7 @@ impl NoiseModel for IdleModel {
         _encoder: &mut wgpu::CommandEncoder,
         _sample: &GpuTensor,
         _timesteps: &[u32],
+        _conditioning: &Conditioning,
         _output: &GpuTensor,
     ) -> Result<()> {
         Ok(())
@@ -218,7 +220,14 @@ fn time_forward(unet: &Unet, shape: [usize; 4], repeats: usize) -> Result<f64> {
     for _ in 0..repeats.max(1) + 1 {
         let start = Instant::now();
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        unet.predict(gpu, &mut encoder, &sample, &timesteps, &output)?;
+        unet.predict(
+            gpu,
+            &mut encoder,
+            &sample,
+            &timesteps,
+            &Conditioning::none(),
+            &output,
+        )?;
         gpu.queue().submit([encoder.finish()]);
         gpu.wait_idle("bench forward")?;
         times.push(start.elapsed().as_secs_f64());

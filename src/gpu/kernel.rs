@@ -22,7 +22,44 @@ pub enum Binding {
     StorageTextureWrite(wgpu::TextureFormat),
 }
 
-/// A compute kernel: a WGSL source, the entry point to run and its bindings (all in group 0).
+/// Where a kernel's workgroup size comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkgroupSize {
+    /// Fixed in the WGSL source (`@workgroup_size(N)` with a literal or a `const`).
+    Fixed,
+    /// The adapter's [`crate::Tuning::block_workgroup_size`], passed at pipeline creation to the
+    /// `override WORKGROUP_SIZE: u32` the kernel declares (register-blocked kernels).
+    PerAdapter,
+}
+
+/// The layout of a kernel's parameter struct on the Rust side (the uniform at binding 0):
+/// its size and each field's byte offset, in declaration order. A test parses every shader
+/// with naga and checks the WGSL struct against it. Build it with [`params_layout!`].
+#[derive(Debug)]
+pub struct ParamsLayout {
+    /// The Rust (and WGSL) struct's name.
+    pub name: &'static str,
+    /// `size_of` the struct.
+    pub size: usize,
+    /// (field name, byte offset), in declaration order.
+    pub fields: &'static [(&'static str, usize)],
+}
+
+/// A [`ParamsLayout`] for a `#[repr(C)]` struct: `params_layout!(ConvParams { batch, c_in })`
+/// lists every field, padding included, in declaration order.
+#[macro_export]
+macro_rules! params_layout {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        $crate::gpu::ParamsLayout {
+            name: stringify!($ty),
+            size: ::std::mem::size_of::<$ty>(),
+            fields: &[$((stringify!($field), ::std::mem::offset_of!($ty, $field))),*],
+        }
+    };
+}
+
+/// A compute kernel: a WGSL source, the entry point to run, its bindings (all in group 0), the
+/// layout of its parameter struct and where its workgroup size comes from.
 #[derive(Debug)]
 pub struct KernelSpec {
     /// Name used for labels and as part of the cache key.
@@ -33,6 +70,10 @@ pub struct KernelSpec {
     pub entry_point: &'static str,
     /// Bindings 0.. of group 0.
     pub bindings: &'static [Binding],
+    /// The Rust struct bound at binding 0, when that binding is a uniform of parameters.
+    pub params: Option<&'static ParamsLayout>,
+    /// Where the workgroup size comes from.
+    pub workgroup_size: WorkgroupSize,
 }
 
 /// A compiled compute pipeline and its bind-group layout.
@@ -44,9 +85,8 @@ pub struct Kernel {
     layout: wgpu::BindGroupLayout,
 }
 
-/// The pipeline-overridable constant a kernel declares to take the adapter's workgroup size for
-/// register-blocked kernels ([`crate::Tuning::block_workgroup_size`]).
-const WORKGROUP_SIZE_OVERRIDE: &str = "override WORKGROUP_SIZE: u32";
+/// The pipeline-overridable constant of [`WorkgroupSize::PerAdapter`] kernels.
+pub const WORKGROUP_SIZE_OVERRIDE: &str = "WORKGROUP_SIZE";
 
 impl Kernel {
     pub(crate) fn new(device: &wgpu::Device, spec: &KernelSpec, block_workgroup_size: u32) -> Self {
@@ -101,17 +141,16 @@ impl Kernel {
             label: Some(spec.name),
             source: wgpu::ShaderSource::Wgsl(spec.source.into()),
         });
-        let workgroup_size = [("WORKGROUP_SIZE", f64::from(block_workgroup_size))];
+        let workgroup_size = [(WORKGROUP_SIZE_OVERRIDE, f64::from(block_workgroup_size))];
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(spec.name),
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some(spec.entry_point),
             compilation_options: wgpu::PipelineCompilationOptions {
-                constants: if spec.source.contains(WORKGROUP_SIZE_OVERRIDE) {
-                    &workgroup_size
-                } else {
-                    &[]
+                constants: match spec.workgroup_size {
+                    WorkgroupSize::PerAdapter => &workgroup_size,
+                    WorkgroupSize::Fixed => &[],
                 },
                 ..Default::default()
             },

@@ -1,13 +1,15 @@
 //! The GPU layer: the device and queue (opened here or borrowed from the host app), the
 //! compute-kernel cache and the tensor type. Knows nothing about diffusion.
 
-pub mod elementwise;
 mod kernel;
 mod tensor;
 mod texels;
 mod timer;
 
-pub use kernel::{Binding, Kernel, KernelSpec, WORKGROUP_SIZE};
+pub use kernel::{
+    Binding, Kernel, KernelSpec, ParamsLayout, WORKGROUP_SIZE, WORKGROUP_SIZE_OVERRIDE,
+    WorkgroupSize,
+};
 pub use tensor::GpuTensor;
 pub use texels::TexelTable;
 pub use timer::GpuTimer;
@@ -44,16 +46,16 @@ pub struct Gpu {
     errors: Arc<DeviceErrors>,
 }
 
-/// Kernel shapes and variants for one adapter, chosen when the device is opened and applied at
-/// pipeline creation.
+/// Kernel shapes for one adapter, chosen when the device is opened and applied at pipeline
+/// creation. Each kernel family (src/nn/) maps them onto its own variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
-    /// Invocations per workgroup of the register-blocked kernels: 16 on CPU adapters (lavapipe
-    /// runs a workgroup as SIMD-8 batches; the size hardly matters there), 64 on GPUs (whole
-    /// warps and wavefronts).
+    /// Invocations per workgroup of the register-blocked kernels
+    /// ([`WorkgroupSize::PerAdapter`]): 16 on CPU adapters (lavapipe runs a workgroup as SIMD-8
+    /// batches; the size hardly matters there), 64 on GPUs (whole warps and wavefronts).
     pub block_workgroup_size: u32,
-    /// Which convolution kernel to run.
-    pub conv: ConvKernel,
+    /// How much output one invocation of a blocked kernel computes.
+    pub block_size: BlockSize,
 }
 
 impl Tuning {
@@ -62,27 +64,27 @@ impl Tuning {
         match device_type {
             wgpu::DeviceType::Cpu => Self {
                 block_workgroup_size: 16,
-                conv: ConvKernel::RegisterBlocks,
+                block_size: BlockSize::Large,
             },
             _ => Self {
                 block_workgroup_size: 64,
-                conv: ConvKernel::SmallBlocks,
+                block_size: BlockSize::Small,
             },
         }
     }
 }
 
-/// The two convolution kernels of shaders/conv2d.wgsl.
+/// How much output one invocation of a register-blocked kernel computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvKernel {
-    /// `conv2d`: 32 channels x 16 pixels per invocation, weights fetched four channels at a
-    /// time. Best on CPU adapters, where every storage load is costly and parallelism is two
-    /// cores' SIMD lanes (1.2x over 16-channel blocks on lavapipe).
-    RegisterBlocks,
-    /// `conv2d_small`: 4 channels x 4 pixels per invocation, for GPUs, which need many
-    /// invocations (on an H100, ddpm-cifar10-32's forward took 98 / 131 / 312 ms at batch
-    /// 1 / 16 / 64 with it against 489 / 513 / 760 ms with the register blocks).
-    SmallBlocks,
+pub enum BlockSize {
+    /// Many outputs per invocation, each loaded weight reused from registers: best on CPU
+    /// adapters, where every storage load is costly and parallelism is a few cores' SIMD lanes
+    /// (the convolution's 32 channels x 16 pixels: 1.2x over 16-channel blocks on lavapipe).
+    Large,
+    /// Few outputs per invocation and many invocations, for GPUs (the convolution's 4 channels
+    /// x 4 pixels: on an H100, ddpm-cifar10-32's forward took 98 / 131 / 312 ms at batch
+    /// 1 / 16 / 64 with them against 489 / 513 / 760 ms with the large blocks).
+    Small,
 }
 
 /// What wgpu reports outside any error scope (an uncaptured error, the device's loss), kept

@@ -2,10 +2,10 @@
 
 use std::sync::Mutex;
 
-use super::NoiseModel;
+use super::{Conditioning, NoiseModel};
 use crate::error::{Error, Result};
-use crate::gpu::elementwise::{AFFINE, ElementwiseParams};
 use crate::gpu::{Gpu, GpuTensor, Kernel};
+use crate::nn::elementwise::{AFFINE, ElementwiseParams};
 
 /// A model whose prediction is `factor * x`, independent of the timestep: with factor 0.1 it is
 /// the toy model the diffusers reference trajectories were made with.
@@ -39,6 +39,7 @@ impl NoiseModel for LinearNoiseModel {
         encoder: &mut wgpu::CommandEncoder,
         sample: &GpuTensor,
         _timesteps: &[u32],
+        _conditioning: &Conditioning,
         output: &GpuTensor,
     ) -> Result<()> {
         if output.shape() != sample.shape() {

@@ -23,13 +23,41 @@ pub trait NoiseModel {
     }
 
     /// Records the forward pass into `encoder`: reads `sample` ([B, C, H, W]) and writes
-    /// `output` ([B, output_channels(C), H, W]). `timesteps` has one entry per batch element.
+    /// `output` ([B, output_channels(C), H, W]). `timesteps` has one entry per batch element;
+    /// `conditioning` is what the caller conditions this run on (a model refuses conditioning
+    /// it cannot use, and fails when conditioning it needs is missing).
     fn predict(
         &self,
         gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
         sample: &GpuTensor,
         timesteps: &[u32],
+        conditioning: &Conditioning,
         output: &GpuTensor,
     ) -> Result<()>;
+}
+
+/// What a noise model is conditioned on besides the sample and the timestep, passed to every
+/// [`NoiseModel::predict`] of a run ([`crate::SamplingRun::set_conditioning`]). Today class
+/// labels; text-conditioned models will add their encoder states and guidance here, so one
+/// model interface serves every kind of conditioning.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Conditioning {
+    /// One class label per batch element, for class-conditional models (`num_class_embeds`).
+    pub class_labels: Option<Vec<u32>>,
+}
+
+impl Conditioning {
+    /// No conditioning (an unconditional model).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Class labels, one per batch element.
+    pub fn class_labels(labels: Vec<u32>) -> Self {
+        Self {
+            class_labels: Some(labels),
+        }
+    }
 }

@@ -9,7 +9,7 @@ use super::plan::Plan;
 use super::step_kernel::StepRun;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::model::NoiseModel;
+use crate::model::{Conditioning, NoiseModel};
 
 /// A sampling run from x_T to x_0, advanced one step per call: start it with
 /// [`Sampler::start`](super::Sampler::start), then call [`step`](Self::step) (records into your
@@ -46,6 +46,8 @@ pub struct SamplingRun<'a> {
     step_run: StepRun,
     /// One entry per batch element, all equal to the current step's timestep.
     timesteps: Vec<u32>,
+    /// What every prediction of the run is conditioned on.
+    conditioning: Conditioning,
     next: usize,
 }
 
@@ -72,6 +74,7 @@ impl<'a> SamplingRun<'a> {
             sample,
             step_run,
             timesteps: vec![0; shape[0]],
+            conditioning: Conditioning::none(),
             next: 0,
         })
     }
@@ -110,6 +113,7 @@ impl<'a> SamplingRun<'a> {
             encoder,
             &self.sample,
             &self.timesteps,
+            &self.conditioning,
             &self.step_run.model_output,
         )?;
         if step.adds_noise() {
@@ -136,6 +140,12 @@ impl<'a> SamplingRun<'a> {
             self.gpu.queue().submit([encoder.finish()]);
         }
         Ok(progress)
+    }
+
+    /// Conditions every prediction from now on (class labels for a class-conditional U-Net:
+    /// `Conditioning::class_labels(labels)`, one per batch element). None by default.
+    pub fn set_conditioning(&mut self, conditioning: Conditioning) {
+        self.conditioning = conditioning;
     }
 
     /// Asks every step from now on to also write its x0 prediction (after clipping or

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::plan::{Clip, Plan, StepNoise};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec};
+use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec, WorkgroupSize};
 
 const STEP_SOURCE: &str = include_str!("../../shaders/step.wgsl");
 const STEP_BINDINGS: &[Binding] = &[
@@ -21,13 +21,21 @@ static STEP: KernelSpec = KernelSpec {
     source: STEP_SOURCE,
     entry_point: "step",
     bindings: STEP_BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
 };
 static THRESHOLD: KernelSpec = KernelSpec {
     name: "step",
     source: STEP_SOURCE,
     entry_point: "threshold",
     bindings: STEP_BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
 };
+
+/// Every kernel of shaders/step.wgsl.
+#[cfg(test)]
+pub(crate) static SPECS: &[&KernelSpec] = &[&STEP, &THRESHOLD];
 
 /// Mirrors `StepParams` in shaders/step.wgsl.
 #[repr(C)]
@@ -55,8 +63,36 @@ struct StepParams {
     model_stride: u32,
     total: u32,
     write_x0: u32,
-    _pad: [u32; 2],
+    _pad0: u32,
+    _pad1: u32,
 }
+
+static PARAMS_LAYOUT: crate::gpu::ParamsLayout = crate::params_layout!(StepParams {
+    x0_from_sample,
+    x0_from_model,
+    eps_from_sample,
+    eps_from_model,
+    eps_from_x0,
+    prev_from_x0,
+    prev_from_eps,
+    prev_from_sample,
+    noise_std,
+    variance_mode,
+    min_log,
+    max_log,
+    clip_mode,
+    clip_range,
+    quantile_low,
+    quantile_high,
+    quantile_weight,
+    threshold_max,
+    sample_stride,
+    model_stride,
+    total,
+    write_x0,
+    _pad0,
+    _pad1,
+});
 
 /// The buffers and bind group of one run: the sample (in place), the model's output, this
 /// step's noise, the per-sample thresholds, the x0 prediction and the parameter table.
@@ -172,7 +208,8 @@ impl StepRun {
                     model_stride: (model_channels * height * width) as u32,
                     total: total as u32,
                     write_x0: u32::from(write_x0),
-                    _pad: [0; 2],
+                    _pad0: 0,
+                    _pad1: 0,
                 }
             })
             .collect();

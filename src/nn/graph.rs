@@ -1,4 +1,4 @@
-//! A recorded forward pass: the U-Net's layers append kernel dispatches over logical tensors;
+//! A recorded forward pass: a network's layers append kernel dispatches over logical tensors;
 //! `finish` maps the tensors onto a pool of physical buffers (a buffer is reused once every
 //! tensor in it is dead), builds every uniform and bind group once, and the result replays the
 //! dispatches into any compute pass with no allocation.
@@ -10,10 +10,10 @@ use crate::gpu::{Gpu, GpuTimer, Kernel, KernelSpec};
 
 /// A logical tensor of the graph (f32 elements, batch included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TensorId(usize);
+pub(crate) struct TensorId(usize);
 
 /// What one binding of a dispatch refers to.
-pub(super) enum Resource<'a> {
+pub(crate) enum Resource<'a> {
     /// A tensor of the graph.
     Tensor(TensorId),
     /// A weight buffer (uploaded once at load).
@@ -48,7 +48,7 @@ enum PendingBinding {
 }
 
 /// Collects the dispatches of one forward pass.
-pub(super) struct GraphBuilder<'g> {
+pub(crate) struct GraphBuilder<'g> {
     gpu: &'g Gpu,
     tensors: Vec<TensorInfo>,
     ops: Vec<PendingOp>,
@@ -104,7 +104,7 @@ struct Op {
 }
 
 /// A built forward pass.
-pub(super) struct Graph {
+pub(crate) struct Graph {
     ops: Vec<Op>,
     buffers: Vec<wgpu::Buffer>,
     slots: Vec<usize>,
@@ -213,7 +213,7 @@ impl<'g> GraphBuilder<'g> {
             .enumerate()
             .map(|(i, &len)| {
                 device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&format!("unet activation {i}")),
+                    label: Some(&format!("activation {i}")),
                     size: (len * 4) as u64,
                     usage: wgpu::BufferUsages::STORAGE
                         | wgpu::BufferUsages::COPY_SRC
@@ -233,7 +233,7 @@ impl<'g> GraphBuilder<'g> {
             .into_iter()
             .map(|op| {
                 let uniform = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("unet op params"),
+                    label: Some("op params"),
                     size: op.params.len() as u64,
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
@@ -322,6 +322,14 @@ impl Graph {
     /// Number of dispatches.
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// FLOPs of all dispatches (2 per multiply-add of their products).
+    pub fn flops(&self) -> u64 {
+        self.ops
+            .iter()
+            .filter_map(|op| op.work.map(|w| w.flops()))
+            .sum()
     }
 
     /// Each dispatch's kernel family and products, in order.

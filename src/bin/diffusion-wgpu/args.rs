@@ -1,0 +1,230 @@
+//! The command line: every subcommand's arguments.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use diffusion_wgpu::{Method, PrevTimestep, SamplerSettings, SchedulerConfig, TimestepSpacing};
+
+/// With no subcommand it samples: by default a 4x4 grid from the bundled Fashion-MNIST model
+/// with DDIM, 50 steps, eta 0, written to samples.png.
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Diffusion sampling (DDPM, DDIM) on any GPU through wgpu",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the GPU adapter, backend, device type and the limits that matter.
+    Info,
+    /// Sample images (the default): the bundled model, or a diffusers UNet2DModel checkpoint.
+    Sample(SampleArgs),
+    /// One U-Net forward pass: IN holds `sample` [B,C,H,W] and `timesteps` [B]; OUT gets `eps`.
+    Forward(ForwardArgs),
+    /// Sample with the analytic toy model eps = 0.1 * x (checks the whole pipeline end to end).
+    Toy(ToyArgs),
+    /// Measure a U-Net: ms per forward and per step, images/s of a DDIM run, the sampler's
+    /// share, GFLOP/s and GPU time per kernel family.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SamplerKind {
+    Ddim,
+    Ddpm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Spacing {
+    Leading,
+    Linspace,
+    Trailing,
+}
+
+/// The sampler and schedule options shared by `sample` and `toy`.
+#[derive(clap::Args)]
+pub struct SamplingArgs {
+    /// The sampling algorithm.
+    #[arg(long, value_enum, default_value = "ddim")]
+    pub sampler: SamplerKind,
+    /// Number of denoising steps.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// DDIM noise weight in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f32,
+    /// Seed of the host RNG that draws x_T and the step noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A diffusers scheduler_config.json (default: the model folder's, else diffusers' defaults).
+    #[arg(long)]
+    pub scheduler_config: Option<PathBuf>,
+    /// Override the config's timestep spacing.
+    #[arg(long, value_enum)]
+    pub spacing: Option<Spacing>,
+    /// DDIM: step to the next listed timestep instead of diffusers' `t - T // N`.
+    #[arg(long)]
+    pub exact_prev_timestep: bool,
+}
+
+/// Which model to run: `--model DIR`, `--arch NAME`, or (neither) the bundled one.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// A diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors) or a
+    /// pipeline folder with unet/ and scheduler/ (default: the bundled Fashion-MNIST model).
+    #[arg(long, conflicts_with = "arch")]
+    pub model: Option<PathBuf>,
+    /// A built-in architecture with random weights: ddpm-cifar10-32.
+    #[arg(long)]
+    pub arch: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Number of images (ignored with --init).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Image side in pixels (default: the model's sample_size).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Class label for class-conditional models: one for all images, or one per image
+    /// separated by commas.
+    #[arg(long, value_delimiter = ',')]
+    pub class: Vec<u32>,
+    /// A safetensors file with `x_T` [B,C,H,W], the starting noise.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// A safetensors file with `noise` [steps,B,C,H,W], the noise each step adds, in order.
+    #[arg(long)]
+    pub noise: Option<PathBuf>,
+    /// Output: a .png image grid, or a .safetensors file with `x0` [B,C,H,W].
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A safetensors file with `sample` (f32 [B,C,H,W]) and `timesteps` (int [B]), and
+    /// `class_labels` (int [B]) for class-conditional models.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write `eps` (f32 [B,C,H,W]), the model's raw output.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct ToyArgs {
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Batch size.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Image side in pixels (3 channels).
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Batch sizes, separated by commas.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub batch: Vec<usize>,
+    /// DDIM steps of the timed sampling run (0: no run).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Timed forward passes and profile repeats per batch size.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Skip the per-kernel profile and the GEMM ceiling.
+    #[arg(long)]
+    pub no_profile: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also time diffusers' UNet2DModel on PyTorch with benches/peer/unet_peer.py (run with
+    /// this Python, which needs torch and diffusers) and print the ratio.
+    #[arg(long, value_name = "PYTHON")]
+    pub peer: Option<PathBuf>,
+    /// The peer's torch device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub peer_device: String,
+    /// Image side in pixels (default: the model's sample_size).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Instead of the report: this many DDIM runs (--steps, first --batch) back to back,
+    /// printing resident memory and live GPU objects as they go.
+    #[arg(long, value_name = "RUNS")]
+    pub soak: Option<usize>,
+    /// Override the adapter's block size of the register-blocked kernels (CPU adapters use
+    /// large blocks, GPUs small).
+    #[arg(long, value_enum)]
+    pub block_size: Option<BlockChoice>,
+}
+
+/// `bench --block-size`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BlockChoice {
+    /// Many outputs per invocation (the convolution: 32 channels x 16 pixels).
+    Large,
+    /// Few outputs per invocation (the convolution: 4 channels x 4 pixels).
+    Small,
+}
+
+impl SamplingArgs {
+    pub fn scheduler_config(
+        &self,
+        model_default: Option<&Path>,
+    ) -> diffusion_wgpu::Result<SchedulerConfig> {
+        let config = match self.scheduler_config.as_deref().or(model_default) {
+            Some(path) => SchedulerConfig::from_file(path)?,
+            None => SchedulerConfig::default(),
+        };
+        Ok(self.with_overrides(config))
+    }
+
+    /// `config` with the command line's overrides (`--spacing`) applied.
+    pub fn with_overrides(&self, mut config: SchedulerConfig) -> SchedulerConfig {
+        if let Some(spacing) = self.spacing {
+            config.timestep_spacing = match spacing {
+                Spacing::Leading => TimestepSpacing::Leading,
+                Spacing::Linspace => TimestepSpacing::Linspace,
+                Spacing::Trailing => TimestepSpacing::Trailing,
+            };
+        }
+        config
+    }
+
+    pub fn settings(&self) -> SamplerSettings {
+        match self.sampler {
+            SamplerKind::Ddpm => SamplerSettings::ddpm(self.steps),
+            SamplerKind::Ddim => SamplerSettings {
+                method: Method::Ddim {
+                    eta: self.eta,
+                    use_clipped_model_output: false,
+                    prev_timestep: if self.exact_prev_timestep {
+                        PrevTimestep::NextInList
+                    } else {
+                        PrevTimestep::Diffusers
+                    },
+                },
+                ..SamplerSettings::ddim(self.steps, self.eta)
+            },
+        }
+    }
+}

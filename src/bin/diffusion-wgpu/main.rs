@@ -1,0 +1,157 @@
+//! `diffusion-wgpu`: the command-line tool. Argument parsing and output only; everything it
+//! does is a library call an app could make too.
+
+mod args;
+mod bench;
+mod sample;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use args::{BenchArgs, BlockChoice, Cli, Command, ModelArgs};
+use clap::Parser;
+use diffusion_wgpu::model::unet::{BUNDLED_MODEL, ModelFiles, bundled_scheduler_config};
+use diffusion_wgpu::{BlockSize, Gpu, GpuOptions, SchedulerConfig, Tuning, Unet};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the names and messages read from files hold.
+            let message: String = e
+                .to_string()
+                .chars()
+                .map(|c| match c.is_control() {
+                    true => c.escape_default().to_string(),
+                    false => c.to_string(),
+                })
+                .collect();
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
+    let mut gpu = Gpu::new(&GpuOptions::default())?;
+    if let Some(Command::Bench(BenchArgs {
+        block_size: Some(choice),
+        ..
+    })) = &cli.command
+    {
+        let block_size = match choice {
+            BlockChoice::Large => BlockSize::Large,
+            BlockChoice::Small => BlockSize::Small,
+        };
+        let tuning = Tuning {
+            block_size,
+            ..gpu.tuning()
+        };
+        gpu = gpu.with_tuning(tuning);
+    }
+    let gpu = Arc::new(gpu);
+    match cli.command {
+        Some(Command::Info) => {
+            print_info(&gpu);
+            Ok(())
+        }
+        Some(Command::Sample(args)) => sample::sample(gpu, &args),
+        Some(Command::Forward(args)) => sample::forward(gpu, &args),
+        Some(Command::Toy(args)) => sample::toy(gpu, &args),
+        Some(Command::Bench(args)) => bench::bench(gpu, &args),
+        None => sample::sample(gpu, &cli.sample),
+    }
+}
+
+/// The adapter's name and backend, for reports.
+fn adapter_name(gpu: &Gpu) -> String {
+    gpu.adapter_info().map_or_else(
+        || "(app-provided device)".to_string(),
+        |info| format!("{} ({:?})", info.name, info.backend),
+    )
+}
+
+/// `info`: the adapter, backend and the limits that matter.
+fn print_info(gpu: &Gpu) {
+    if let Some(info) = gpu.adapter_info() {
+        println!("adapter:      {}", info.name);
+        println!("backend:      {:?}", info.backend);
+        println!("device type:  {:?}", info.device_type);
+        println!("driver:       {} {}", info.driver, info.driver_info);
+    }
+    let limits = gpu.limits();
+    println!(
+        "max buffer size:                 {}",
+        limits.max_buffer_size
+    );
+    println!(
+        "max storage buffer binding size: {}",
+        limits.max_storage_buffer_binding_size
+    );
+    println!(
+        "max workgroup storage size:      {}",
+        limits.max_compute_workgroup_storage_size
+    );
+    println!(
+        "max workgroups per dimension:    {}",
+        limits.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "max invocations per workgroup:   {}",
+        limits.max_compute_invocations_per_workgroup
+    );
+    println!("features:     {:?}", gpu.device().features());
+}
+
+/// The model a command runs, resolved once from `--model` / `--arch`.
+enum ModelSource {
+    /// A diffusers checkpoint or pipeline folder.
+    Folder(PathBuf),
+    /// The bundled Fashion-MNIST model.
+    Bundled,
+    /// A built-in architecture with random weights.
+    Arch(String),
+}
+
+impl ModelSource {
+    fn from_args(args: &ModelArgs) -> Self {
+        match (&args.model, &args.arch) {
+            (Some(dir), _) => Self::Folder(dir.clone()),
+            (None, Some(arch)) => Self::Arch(arch.clone()),
+            (None, None) => Self::Bundled,
+        }
+    }
+
+    /// The name reports give the model.
+    fn name(&self) -> String {
+        match self {
+            Self::Folder(dir) => dir.display().to_string(),
+            Self::Bundled => BUNDLED_MODEL.to_string(),
+            Self::Arch(arch) => format!("{arch} (random weights)"),
+        }
+    }
+
+    /// Loads the U-Net onto `gpu`.
+    fn load(&self, gpu: &Arc<Gpu>) -> diffusion_wgpu::Result<Unet> {
+        match self {
+            Self::Folder(dir) => Unet::load(gpu.clone(), dir),
+            Self::Bundled => Unet::bundled(gpu.clone()),
+            Self::Arch(arch) => Unet::architecture(gpu.clone(), arch, 0),
+        }
+    }
+
+    /// The scheduler config that comes with the model: the folder's `scheduler_config.json`
+    /// (diffusers' defaults when it has none), the bundled model's, or diffusers' defaults.
+    fn scheduler_config(&self) -> diffusion_wgpu::Result<SchedulerConfig> {
+        match self {
+            Self::Folder(dir) => match ModelFiles::locate(dir)?.scheduler_config {
+                Some(path) => SchedulerConfig::from_file(path),
+                None => Ok(SchedulerConfig::default()),
+            },
+            Self::Bundled => bundled_scheduler_config(),
+            Self::Arch(_) => Ok(SchedulerConfig::default()),
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The linear family (shaders/linear.wgsl): `nn.Linear` on a batch of vectors, with an
+//! optional SiLU on its input or output (the time-embedding MLP, each resnet's
+//! `time_emb_proj`).
+
+use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use super::{Activation, WeightPath};
+use crate::error::Result;
+use crate::gpu::{Binding, GpuTensor, KernelSpec, WorkgroupSize};
+use crate::params_layout;
+
+static LINEAR: KernelSpec = KernelSpec {
+    name: "linear",
+    source: include_str!("../../shaders/linear.wgsl"),
+    entry_point: "linear",
+    bindings: &[
+        Binding::Uniform,
+        Binding::StorageRead,
+        Binding::StorageRead,
+        Binding::StorageRead,
+        Binding::StorageReadWrite,
+    ],
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
+/// Every kernel of this family.
+#[cfg(test)]
+pub(crate) static SPECS: &[&KernelSpec] = &[&LINEAR];
+
+/// Mirrors `LinearParams` in shaders/linear.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LinearParams {
+    batch: u32,
+    in_features: u32,
+    out_features: u32,
+    /// An [`Activation`] applied to the input.
+    input_silu: u32,
+    /// An [`Activation`] applied to the output.
+    output_silu: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(LinearParams {
+    batch,
+    in_features,
+    out_features,
+    input_silu,
+    output_silu,
+    _pad0,
+    _pad1,
+    _pad2,
+});
+
+/// Activations fused around a [`Linear`]: `output(W input(x) + b)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LinearActivations {
+    /// Applied to the input.
+    pub input: Activation,
+    /// Applied to the output.
+    pub output: Activation,
+}
+
+/// `nn.Linear` on [B, in] vectors.
+pub(crate) struct Linear {
+    weight: GpuTensor,
+    bias: GpuTensor,
+    in_features: usize,
+    out_features: usize,
+}
+
+impl Linear {
+    /// Loads `weight` [out, in] and `bias` [out] under `path`.
+    pub fn load(
+        path: &mut WeightPath<'_>,
+        in_features: usize,
+        out_features: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: path.upload("weight", &[out_features, in_features])?,
+            bias: path.upload("bias", &[out_features])?,
+            in_features,
+            out_features,
+        })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Records the layer on `batch` vectors in `input`.
+    pub fn record(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        batch: usize,
+        input: TensorId,
+        activations: LinearActivations,
+        name: &str,
+    ) -> Result<TensorId> {
+        let output = graph.tensor(batch * self.out_features, name)?;
+        let params = LinearParams {
+            batch: batch as u32,
+            in_features: self.in_features as u32,
+            out_features: self.out_features as u32,
+            input_silu: activations.input as u32,
+            output_silu: activations.output as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        };
+        let grid = graph.grid_for(batch * self.out_features);
+        graph.dispatch(
+            &LINEAR,
+            &params,
+            &[
+                Resource::Tensor(input),
+                Resource::Weight(self.weight.buffer()),
+                Resource::Weight(self.bias.buffer()),
+                Resource::Tensor(output),
+            ],
+            grid,
+            Some(MatmulShape::new(self.out_features, batch, self.in_features)),
+        );
+        Ok(output)
+    }
+}

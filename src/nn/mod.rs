@@ -1,0 +1,93 @@
+//! Network building blocks shared by every model: the recorded graph with its buffer pool,
+//! weight loading, and one module per kernel family, each owning its WGSL file's
+//! [`KernelSpec`](crate::gpu::KernelSpec)s, parameter struct, mode enums, variants and dispatch
+//! geometry.
+//!
+//! A model (the U-Net in src/model/unet/, a VAE decoder, a text encoder) loads its layers from
+//! a [`WeightPath`] and records them into a [`graph::GraphBuilder`]; `finish` turns the
+//! recording into a [`graph::Graph`] that replays into any compute pass with no allocation.
+//!
+//! | family | module | shader |
+//! |---|---|---|
+//! | convolution (and 1x1 projections) | [`conv`] | shaders/conv2d.wgsl |
+//! | group norm | [`norm`] | shaders/group_norm.wgsl |
+//! | linear | [`linear`] | shaders/linear.wgsl |
+//! | attention products and softmax | [`attention`] | shaders/attention.wgsl |
+//! | affine map, sum, concatenation | [`elementwise`] | shaders/elementwise.wgsl |
+//!
+//! [`resnet`] composes norm, conv and linear into diffusers' `ResnetBlock2D`.
+
+pub(crate) mod attention;
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod graph;
+pub(crate) mod linear;
+pub(crate) mod norm;
+pub mod profile;
+pub(crate) mod resnet;
+mod source;
+pub mod weights;
+
+pub use graph::MatmulShape;
+pub use profile::{FamilyTime, ForwardProfile, ProfileTimer, profile_gemm};
+pub use resnet::TimeScaleShift;
+pub use source::{RandomWeights, TensorSource, WeightPath};
+pub use weights::Weights;
+
+use graph::TensorId;
+
+/// An activation applied inside a kernel (its parameter field holds the discriminant).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// None.
+    #[default]
+    Identity = 0,
+    /// `x * sigmoid(x)`.
+    Silu = 1,
+}
+
+/// A graph tensor of shape [batch, channels, height, width].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FeatureMap {
+    /// The tensor.
+    pub id: TensorId,
+    /// Batch items.
+    pub batch: usize,
+    /// Channels.
+    pub channels: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+impl FeatureMap {
+    /// Pixels per channel.
+    pub fn plane(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.plane()
+    }
+
+    /// The shape as a list.
+    pub fn shape(&self) -> Vec<usize> {
+        vec![self.batch, self.channels, self.height, self.width]
+    }
+}
+
+/// Every kernel of every family, for tests that check all of them.
+#[cfg(test)]
+pub(crate) fn all_specs() -> Vec<&'static crate::gpu::KernelSpec> {
+    [
+        attention::SPECS,
+        conv::SPECS,
+        elementwise::SPECS,
+        linear::SPECS,
+        norm::SPECS,
+    ]
+    .concat()
+}
