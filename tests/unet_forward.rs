@@ -6,7 +6,7 @@ mod common;
 
 use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::model::unet::{TensorSource, Weights};
-use diffusion_wgpu::{ConvKernel, Gpu, GpuOptions, Tuning, Unet, UnetConfig};
+use diffusion_wgpu::{BlockSize, Gpu, GpuOptions, Tuning, Unet, UnetConfig};
 
 const TOLERANCE: f64 = 2e-5;
 
@@ -44,7 +44,7 @@ fn gpu_kernel_variants_match_diffusers_f64() {
     let gpu = Gpu::new(&GpuOptions::default())
         .unwrap()
         .with_tuning(tuning);
-    assert!(tuning.conv == ConvKernel::SmallBlocks && tuning.block_workgroup_size == 64);
+    assert!(tuning.block_size == BlockSize::Small && tuning.block_workgroup_size == 64);
     let unet = Unet::load(std::sync::Arc::new(gpu), model_dir("unet_small")).unwrap();
     let eps = unet.forward(&x, [2, 3, 32, 32], &timesteps, None).unwrap();
     let error = rel_l2(&eps, &refs["eps_f64_pure"].data);

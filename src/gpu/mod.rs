@@ -2,6 +2,8 @@
 //! compute-kernel cache and the tensor type. Knows nothing about diffusion.
 
 mod kernel;
+#[cfg(test)]
+mod spec_check;
 mod tensor;
 mod texels;
 mod timer;

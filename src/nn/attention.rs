@@ -179,7 +179,7 @@ impl AttentionBlock {
         channels: usize,
         head_dim: usize,
     ) -> std::result::Result<(), String> {
-        if head_dim == 0 || channels % head_dim != 0 {
+        if head_dim == 0 || !channels.is_multiple_of(head_dim) {
             return Err(format!(
                 "{head_dim} does not divide the {channels} channels of `{module}`; expected \
                  channels divisible by the head dimension"

@@ -77,7 +77,7 @@ impl GroupNorm {
     /// Why `groups` groups cannot normalise the `channels` channels of `module`, if they
     /// cannot.
     pub fn check(module: &str, channels: usize, groups: usize) -> std::result::Result<(), String> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(format!(
                 "{groups} groups do not divide the {channels} channels of `{module}`; \
                  GroupNorm needs channels divisible by groups"

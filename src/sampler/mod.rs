@@ -4,7 +4,7 @@
 mod noise;
 mod plan;
 mod run;
-mod step_kernel;
+pub(crate) mod step_kernel;
 
 pub use noise::NoiseSource;
 pub use plan::{Method, SamplerSettings};

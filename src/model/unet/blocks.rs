@@ -40,7 +40,7 @@ pub(super) struct MidLayout {
     channels: usize,
     attention: bool,
     /// The attention's GroupNorm groups and the config key that sets them; `None`: no norm.
-    attention_groups: Option<(usize, &'static str)>,
+    pub attention_groups: Option<(usize, &'static str)>,
 }
 
 /// The channels of up block `index`.
@@ -447,5 +447,64 @@ impl UpBlock {
             h = upsample.record(graph, h, ConvExtras::default(), "upsample")?;
         }
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Weights;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/diffusers/unet_small"
+    );
+
+    /// Every resnet norm's and attention norm's channels, as the layout computes them, equal
+    /// the fixture checkpoint's tensor shapes.
+    #[test]
+    fn layout_channels_match_the_fixture_checkpoint() {
+        let dir = std::path::Path::new(FIXTURE);
+        let config = UnetConfig::from_file(&dir.join("config.json")).unwrap();
+        let weights = Weights::from_file(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+        let channels = |name: String| weights.shape(&format!("{name}.weight")).unwrap()[0];
+        let layout = UnetLayout::new(&config);
+        let mut checked = 0;
+        for block in &layout.down {
+            for j in 0..block.layers {
+                let path = format!("down_blocks.{}", block.index);
+                let (c_in, c_out) = block.resnet_channels(j);
+                assert_eq!(channels(format!("{path}.resnets.{j}.norm1")), c_in);
+                assert_eq!(channels(format!("{path}.resnets.{j}.norm2")), c_out);
+                if block.attention {
+                    assert_eq!(channels(format!("{path}.attentions.{j}.group_norm")), c_out);
+                }
+                checked += 1;
+            }
+        }
+        let mid = layout.mid.as_ref().unwrap();
+        assert_eq!(channels("mid_block.resnets.0.norm1".into()), mid.channels);
+        assert_eq!(
+            channels("mid_block.attentions.0.group_norm".into()),
+            mid.channels
+        );
+        for block in &layout.up {
+            for j in 0..block.layers {
+                let path = format!("up_blocks.{}", block.index);
+                let (hidden, skip) = block.resnet_inputs(j);
+                assert_eq!(channels(format!("{path}.resnets.{j}.norm1")), hidden + skip);
+                assert_eq!(channels(format!("{path}.resnets.{j}.norm2")), block.c_out);
+                if block.attention {
+                    let norm = format!("{path}.attentions.{j}.group_norm");
+                    assert_eq!(channels(norm), block.c_out);
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(
+            checked,
+            3 * 2 + 3 * 3,
+            "every resnet of the fixture was checked"
+        );
     }
 }

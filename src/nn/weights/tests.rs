@@ -1,6 +1,7 @@
 //! Tests of checkpoint loading: shapes, leftovers, legacy names, dtypes, malformed files.
 
 use super::*;
+use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 /// A safetensors file with the given tensors: (name, dtype, shape, bytes).

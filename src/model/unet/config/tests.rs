@@ -1,5 +1,6 @@
 //! Tests of config parsing and validation.
 
+use super::super::blocks::UnetLayout;
 use super::*;
 
 const UNET_SMALL: &str =
@@ -121,40 +122,6 @@ fn cifar10_fixture_config() {
 }
 
 #[test]
-fn small_fixture_group_norm_channels_match_checkpoint_shapes() {
-    // Channel counts read off the fixture checkpoint's norm1 shapes.
-    let config = parse(UNET_SMALL).unwrap();
-    let norms = config.group_norms();
-    let find = |name: &str| {
-        norms
-            .iter()
-            .find(|(m, ..)| m == name)
-            .map(|&(_, c, ..)| c)
-            .unwrap()
-    };
-    assert_eq!(find("down_blocks.1.resnets.0.norm1"), 32);
-    assert_eq!(find("up_blocks.0.resnets.0.norm1"), 128);
-    assert_eq!(find("up_blocks.0.resnets.1.norm1"), 128);
-    assert_eq!(find("up_blocks.1.resnets.0.norm1"), 128);
-    assert_eq!(find("up_blocks.1.resnets.1.norm1"), 96);
-    assert_eq!(find("up_blocks.2.resnets.0.norm1"), 96);
-    assert_eq!(find("up_blocks.2.resnets.1.norm1"), 64);
-    assert_eq!(find("up_blocks.1.attentions.1.group_norm"), 64);
-    assert_eq!(find("mid_block.attentions.0.group_norm"), 64);
-    assert_eq!(find("conv_norm_out"), 32);
-    let attentions: Vec<String> = config.attentions().into_iter().map(|(m, _)| m).collect();
-    assert_eq!(
-        attentions,
-        [
-            "down_blocks.1.attentions.0",
-            "mid_block.attentions.0",
-            "up_blocks.1.attentions.0",
-            "up_blocks.1.attentions.1"
-        ]
-    );
-}
-
-#[test]
 fn optional_values_and_alternatives() {
     let config = small_with("mid_block_type", Some("null")).unwrap();
     assert!(!config.mid_block);
@@ -194,12 +161,9 @@ fn mid_attention_groups() {
     small_with("attn_norm_num_groups", Some("32")).unwrap();
     // Under scale_shift with no attn_norm_num_groups the mid attention has no GroupNorm.
     let config = small_with("resnet_time_scale_shift", Some("\"scale_shift\"")).unwrap();
-    assert!(
-        !config
-            .group_norms()
-            .iter()
-            .any(|(m, ..)| m.starts_with("mid_block.attentions"))
-    );
+    let layout = UnetLayout::new(&config);
+    let mid = layout.mid.as_ref().unwrap();
+    assert_eq!(mid.attention_groups, None);
 }
 
 #[test]
