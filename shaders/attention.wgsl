@@ -69,8 +69,9 @@ struct AttentionParams {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-// Invocations per workgroup, set per adapter at pipeline creation (Gpu::block_workgroup_size:
-// 16 on CPU adapters, where it hardly matters, 64 on GPUs, two warps / one wavefront).
+// Invocations per workgroup, set per adapter at pipeline creation (the spec's
+// WorkgroupSize::PerAdapter, from Tuning::block_workgroup_size: 16 on CPU adapters, where it
+// hardly matters, 64 on GPUs, two warps / one wavefront).
 override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK_M: u32 = 16u;
 const BLOCK_N: u32 = 16u;

@@ -66,8 +66,9 @@ struct ConvParams {
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
-// Invocations per workgroup, set per adapter at pipeline creation (Gpu::block_workgroup_size:
-// 16 on CPU adapters, where it hardly matters, 64 on GPUs, two warps / one wavefront).
+// Invocations per workgroup, set per adapter at pipeline creation (the spec's
+// WorkgroupSize::PerAdapter, from Tuning::block_workgroup_size: 16 on CPU adapters, where it
+// hardly matters, 64 on GPUs, two warps / one wavefront).
 override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK_C: u32 = 32u;
 const BLOCK_Y: u32 = 4u;

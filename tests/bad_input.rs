@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::gpu;
-use diffusion_wgpu::model::unet::Weights;
+use diffusion_wgpu::nn::Weights;
 use diffusion_wgpu::{
     Error, Gpu, GpuOptions, GpuTensor, Sampler, SamplerSettings, Schedule, SchedulerConfig, Unet,
     UnetConfig,

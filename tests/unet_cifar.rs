@@ -5,7 +5,7 @@
 mod common;
 
 use common::gpu;
-use diffusion_wgpu::model::unet::RandomWeights;
+use diffusion_wgpu::nn::RandomWeights;
 use diffusion_wgpu::{Unet, UnetConfig};
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{fixture, gpu, rel_l2};
-use diffusion_wgpu::model::unet::{TensorSource, Weights};
+use diffusion_wgpu::nn::{TensorSource, Weights};
 use diffusion_wgpu::{BlockSize, Gpu, GpuOptions, Tuning, Unet, UnetConfig};
 
 const TOLERANCE: f64 = 2e-5;

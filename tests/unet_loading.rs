@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use diffusion_wgpu::Error;
 use diffusion_wgpu::model::unet::{
-    DownBlockType, ModelFiles, TimeScaleShift, UnetConfig, UpBlockType, Weights,
+    DownBlockType, ModelFiles, TimeScaleShift, UnetConfig, UpBlockType,
 };
+use diffusion_wgpu::nn::Weights;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 

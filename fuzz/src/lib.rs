@@ -6,7 +6,7 @@
 //! and the harness then returns `false` (`true` when everything parsed). It panics (a crash for libFuzzer) only when the crate panics or when an `Ok` result breaks an
 //! invariant, i.e. a silently wrong answer.
 
-use diffusion_wgpu::model::unet::Weights;
+use diffusion_wgpu::nn::Weights;
 use diffusion_wgpu::schedule::PrevTimestep;
 use diffusion_wgpu::{Schedule, SchedulerConfig, UnetConfig};
 

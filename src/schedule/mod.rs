@@ -26,8 +26,9 @@ pub enum PrevTimestep {
 
 /// The tables of one scheduler configuration.
 ///
-/// The tables hold the float32 values diffusers holds (widened to f64); everything derived from
-/// them (step coefficients) is computed in f64 and rounded to f32 once, for the GPU.
+/// The tables hold the float32 values diffusers holds (widened to f64). The step coefficients
+/// derived from them are computed in f32, in diffusers' order, in src/sampler/plan.rs (in f64,
+/// `1 - a_t / a_prev` would differ from diffusers' cancellation at t = 1).
 #[derive(Debug, Clone)]
 pub struct Schedule {
     config: SchedulerConfig,

@@ -1,9 +1,10 @@
 //! Named U-Net architectures (configs only) that `bench` can run with random weights, so
 //! the speed of a well-known layout can be measured without its checkpoint.
 
-use super::{RandomWeights, Unet, UnetConfig};
+use super::{Unet, UnetConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::nn::RandomWeights;
 use std::sync::Arc;
 
 /// The names [`Unet::architecture`] knows, with their config.json.

@@ -240,6 +240,30 @@ impl BlockOptions {
     }
 }
 
+/// Loads `count` resnets (`resnets.j`, with (input, output) channels `channels(j)`), each
+/// followed by an attention (`attentions.j`) when `attention`: the body of a down or up block.
+fn load_layers(
+    path: &mut WeightPath<'_>,
+    count: usize,
+    attention: bool,
+    channels: impl Fn(usize) -> (usize, usize),
+    options: &BlockOptions,
+) -> Result<(Vec<Resnet>, Vec<AttentionBlock>)> {
+    let mut resnets = Vec::new();
+    let mut attentions = Vec::new();
+    for j in 0..count {
+        let (c_in, c_out) = channels(j);
+        let mut resnet = path.pp(format!("resnets.{j}"));
+        resnets.push(Resnet::load(&mut resnet, c_in, c_out, options.resnet)?);
+        if attention {
+            let settings = options.attention(c_out, Some(options.norm_groups), 1.0);
+            let mut block = path.pp(format!("attentions.{j}"));
+            attentions.push(AttentionBlock::load(&mut block, c_out, settings)?);
+        }
+    }
+    Ok((resnets, attentions))
+}
+
 /// A down block: resnets, each followed by an attention in `AttnDownBlock2D`, then a stride-2
 /// convolution unless it is the last block.
 pub(super) struct DownBlock {
@@ -255,25 +279,13 @@ impl DownBlock {
         layout: &DownLayout,
         options: &BlockOptions,
     ) -> Result<Self> {
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        for j in 0..layout.layers {
-            let (c_in, c_out) = layout.resnet_channels(j);
-            resnets.push(Resnet::load(
-                &mut path.pp(format!("resnets.{j}")),
-                c_in,
-                c_out,
-                options.resnet,
-            )?);
-            if layout.attention {
-                let attention = options.attention(c_out, Some(options.norm_groups), 1.0);
-                attentions.push(AttentionBlock::load(
-                    &mut path.pp(format!("attentions.{j}")),
-                    c_out,
-                    attention,
-                )?);
-            }
-        }
+        let (resnets, attentions) = load_layers(
+            path,
+            layout.layers,
+            layout.attention,
+            |j| layout.resnet_channels(j),
+            options,
+        )?;
         let downsample = if layout.downsample {
             let sampling = Sampling::Down {
                 pad: options.downsample_padding,
@@ -390,26 +402,16 @@ impl UpBlock {
         options: &BlockOptions,
     ) -> Result<Self> {
         let c_out = layout.c_out;
-        let mut resnets = Vec::new();
-        let mut attentions = Vec::new();
-        for j in 0..layout.layers {
-            let (hidden, skip) = layout.resnet_inputs(j);
-            let mut resnet = path.pp(format!("resnets.{j}"));
-            resnets.push(Resnet::load(
-                &mut resnet,
-                hidden + skip,
-                c_out,
-                options.resnet,
-            )?);
-            if layout.attention {
-                let attention = options.attention(c_out, Some(options.norm_groups), 1.0);
-                attentions.push(AttentionBlock::load(
-                    &mut path.pp(format!("attentions.{j}")),
-                    c_out,
-                    attention,
-                )?);
-            }
-        }
+        let (resnets, attentions) = load_layers(
+            path,
+            layout.layers,
+            layout.attention,
+            |j| {
+                let (hidden, skip) = layout.resnet_inputs(j);
+                (hidden + skip, c_out)
+            },
+            options,
+        )?;
         let upsample = if layout.upsample {
             let mut conv = path.pp("upsamplers.0.conv");
             Some(Conv::load(&mut conv, c_out, c_out, 3, Sampling::Up)?)
@@ -501,10 +503,8 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(
-            checked,
-            3 * 2 + 3 * 3,
-            "every resnet of the fixture was checked"
-        );
+        let levels = config.block_out_channels.len();
+        let resnets = levels * config.layers_per_block + levels * (config.layers_per_block + 1);
+        assert_eq!(checked, resnets, "every resnet of the fixture was checked");
     }
 }

@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Unet, UnetConfig, Weights};
+use super::{Unet, UnetConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::nn::Weights;
 use crate::schedule::SchedulerConfig;
 
 const CONFIG: &str = include_str!("../../../assets/fashion-mnist/config.json");

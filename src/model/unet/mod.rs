@@ -10,10 +10,7 @@ mod files;
 mod forward;
 mod profile;
 
-pub use crate::nn::{
-    FamilyTime, ForwardProfile, MatmulShape, ProfileTimer, RandomWeights, TensorSource,
-    TimeScaleShift, Weights, profile_gemm,
-};
+pub use crate::nn::TimeScaleShift;
 pub use architectures::{architecture_config, architecture_names};
 pub use bundled::{BUNDLED_MODEL, bundled_scheduler_config, write_bundled_model};
 pub use config::{DownBlockType, UnetConfig, UpBlockType};
@@ -28,11 +25,11 @@ use forward::Compiled;
 use super::{Conditioning, NoiseModel};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::nn::WeightPath;
 use crate::nn::conv::{Conv, Sampling};
 use crate::nn::linear::Linear;
 use crate::nn::norm::GroupNorm;
 use crate::nn::resnet::ResnetOptions;
+use crate::nn::{TensorSource, WeightPath, Weights};
 
 /// An intermediate result of the forward pass, named like the diffusers submodule that
 /// produces it (`conv_in`, `down_blocks.1`, `mid_block`, ...).

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::config_json::Fields;
 use crate::error::{Error, Result};
-pub use crate::nn::TimeScaleShift;
+use crate::nn::TimeScaleShift;
 
 /// A down block type (diffusers' `down_block_types` entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
