@@ -34,7 +34,7 @@ pub enum WorkgroupSize {
 
 /// The layout of a kernel's parameter struct on the Rust side (the uniform at binding 0):
 /// its size and each field's byte offset, in declaration order. A test parses every shader
-/// with naga and checks the WGSL struct against it. Build it with [`params_layout!`].
+/// with naga and checks the WGSL struct against it. Build it with [`params_layout!`](crate::params_layout).
 #[derive(Debug)]
 pub struct ParamsLayout {
     /// The Rust (and WGSL) struct's name.

@@ -4,18 +4,18 @@
 //! geometry.
 //!
 //! A model (the U-Net in src/model/unet/, a VAE decoder, a text encoder) loads its layers from
-//! a [`WeightPath`] and records them into a [`graph::GraphBuilder`]; `finish` turns the
-//! recording into a [`graph::Graph`] that replays into any compute pass with no allocation.
+//! a [`WeightPath`] and records them into a `GraphBuilder` (graph.rs); `finish` turns the
+//! recording into a `Graph` that replays into any compute pass with no allocation.
 //!
 //! | family | module | shader |
 //! |---|---|---|
-//! | convolution (and 1x1 projections) | [`conv`] | shaders/conv2d.wgsl |
-//! | group norm | [`norm`] | shaders/group_norm.wgsl |
-//! | linear | [`linear`] | shaders/linear.wgsl |
-//! | attention products and softmax | [`attention`] | shaders/attention.wgsl |
-//! | affine map, sum, concatenation | [`elementwise`] | shaders/elementwise.wgsl |
+//! | convolution (and 1x1 projections) | `conv` | shaders/conv2d.wgsl |
+//! | group norm | `norm` | shaders/group_norm.wgsl |
+//! | linear | `linear` | shaders/linear.wgsl |
+//! | attention products and softmax | `attention` | shaders/attention.wgsl |
+//! | affine map, sum, concatenation | `elementwise` | shaders/elementwise.wgsl |
 //!
-//! [`resnet`] composes norm, conv and linear into diffusers' `ResnetBlock2D`.
+//! `resnet` composes norm, conv and linear into diffusers' `ResnetBlock2D`.
 
 pub(crate) mod attention;
 pub(crate) mod conv;
