@@ -26,6 +26,7 @@ pub mod io;
 pub mod model;
 pub mod sampler;
 pub mod schedule;
+pub mod text;
 
 pub use error::{Error, Result};
 pub use gpu::{ConvKernel, Gpu, GpuOptions, GpuTensor, Tuning};
@@ -39,3 +40,4 @@ pub use schedule::{
     BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
     VarianceType,
 };
+pub use text::ClipTokenizer;
