@@ -40,4 +40,4 @@ pub use schedule::{
     BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
     VarianceType,
 };
-pub use text::ClipTokenizer;
+pub use text::{ClipTextConfig, ClipTokenizer, PipelineFiles, VaeConfig};
