@@ -174,7 +174,7 @@ impl ClipTextConfig {
                 return Err(json.error(key, format!("{value} is not in 1..={MAX_SIZE}")));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(json.error(
                 "num_attention_heads",
                 format!(

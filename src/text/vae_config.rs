@@ -201,7 +201,7 @@ impl VaeConfig {
                     format!("entry {i} is {c}, not in 1..={MAX_CHANNELS}"),
                 ));
             }
-            if c % self.norm_num_groups != 0 {
+            if !c.is_multiple_of(self.norm_num_groups) {
                 return Err(json.error(
                     "norm_num_groups",
                     format!(
