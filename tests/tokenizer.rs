@@ -42,8 +42,12 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 fn check_all_prompts(variant: &str) {
-    let tok = tokenizer(variant);
-    let rows = rows(variant);
+    check_prompts(&tokenizer(variant), variant);
+}
+
+/// `tok` against the rows of tokens.json under `key`.
+fn check_prompts(tok: &ClipTokenizer, key: &str) {
+    let rows = rows(key);
     assert!(rows.len() >= 20, "{} prompts", rows.len());
     let mut failures = Vec::new();
     for row in &rows {
@@ -77,6 +81,31 @@ fn sd1_tokenizer_matches_transformers_on_every_prompt() {
 #[test]
 fn sd2_tokenizer_matches_transformers_on_every_prompt() {
     check_all_prompts("sd2");
+}
+
+/// transformers 4's tokenizer_config.json format of the hub SD folders: `<|startoftext|>` (and
+/// in SD 2.x `<|endoftext|>`) are matched after normalisation.
+#[test]
+fn hub_format_configs_match_transformers_on_every_prompt() {
+    for variant in ["sd1", "sd2"] {
+        let folder = fixtures().join(format!("{variant}_tiny/tokenizer"));
+        let config_path = fixtures().join(format!("hub_tokenizer_config/{variant}.json"));
+        let read = |path: &Path| fs::read_to_string(path).unwrap();
+        let tok = ClipTokenizer::from_strs(
+            &read(&folder.join("vocab.json")),
+            "vocab.json",
+            &read(&folder.join("merges.txt")),
+            "merges.txt",
+            &read(&config_path),
+            "tokenizer_config.json",
+        )
+        .unwrap();
+        check_prompts(&tok, &format!("{variant}_hub"));
+        // The case that differs from the plain-string config.
+        let tokens = tok.tokenize("<|StartOfText|>");
+        assert_eq!(tokens, ["<|startoftext|>"], "{variant}");
+        assert_ne!(tokenizer(variant).tokenize("<|StartOfText|>"), tokens);
+    }
 }
 
 #[test]
@@ -198,6 +227,16 @@ fn broken_files_give_typed_errors() {
         &config.replace("\"pad_token\": \"<|endoftext|>\"", "\"pad_token\": 3"),
     );
     assert_config_error(&dir, "tokenizer_config.json", "pad_token", "AddedToken");
+
+    let dir = broken_copy(
+        "config_pad_empty",
+        "tokenizer_config.json",
+        &config.replace(
+            "\"pad_token\": \"<|endoftext|>\"",
+            "\"pad_token\": {\"content\": \"\"}",
+        ),
+    );
+    assert_config_error(&dir, "tokenizer_config.json", "pad_token", "empty");
 
     fs::remove_file(dir.join("merges.txt")).unwrap();
     match ClipTokenizer::from_folder(&dir) {

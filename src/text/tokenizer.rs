@@ -5,10 +5,16 @@
 //! The reference is transformers 5 (the version diffusers 0.42 runs with), whose `CLIPTokenizer`
 //! is built on the `tokenizers` library. For each prompt it:
 //! 1. splits the raw text on the special tokens (`<|startoftext|>`, `<|endoftext|>`, the pad
-//!    token, …), matched verbatim, leftmost and then longest first. SD 2.x tokenizers pad with
-//!    `!`, so there every `!` of a prompt becomes the bare `!` token (id of `!`, not `!</w>`);
+//!    token, `added_tokens_decoder` entries), matched verbatim, leftmost and then longest first.
+//!    SD 2.x tokenizers pad with `!`, so there every `!` of a prompt becomes the bare `!` token
+//!    (id of `!`, not `!</w>`);
 //! 2. normalises each other piece: Unicode NFC, every run of whitespace to one space, then
-//!    lower-casing character by character (so a final `Σ` becomes `σ`, not `ς`);
+//!    lower-casing character by character (so a final `Σ` becomes `σ`, not `ς`), and splits it
+//!    again on the special tokens marked `"normalized": true` (transformers 4 configs, as in the
+//!    hub SD folders, mark `<|startoftext|>` so: `<|StartOfText|>` in a prompt is then that
+//!    token). A token named twice (eos and unk are usually both `<|endoftext|>`) takes the flag
+//!    of its last mention in the order bos, eos, unk, pad, `added_tokens_decoder`; a plain
+//!    string is not normalised;
 //! 3. pre-tokenises with CLIP's pattern
 //!    `<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
 //!    (text between matches, i.e. spaces, is dropped), then splits each match again with the
@@ -42,6 +48,20 @@ const PIECE_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}+|[^\s\p{L}\p{
 /// Marks the last symbol of a word.
 const END_OF_WORD: &str = "</w>";
 
+/// A special token: matched verbatim in the raw text, or (`normalized`) in the normalised text.
+#[derive(Debug, Clone)]
+struct Special {
+    content: String,
+    id: u32,
+    normalized: bool,
+}
+
+/// A piece of text between special tokens, or a special token.
+enum Piece<'a> {
+    Text(&'a str),
+    Special(&'a Special),
+}
+
 /// The ids of a CLIP BPE vocabulary and its merges, and the special tokens of its config.
 #[derive(Debug, Clone)]
 pub struct ClipTokenizer {
@@ -51,8 +71,8 @@ pub struct ClipTokenizer {
     /// (left id, right id) -> (rank, id of the merged symbol).
     merges: HashMap<(u32, u32), (u32, u32)>,
     byte_chars: [char; 256],
-    /// Special tokens matched in the raw text, longest first.
-    specials: Vec<(String, u32)>,
+    /// Special tokens, longest first.
+    specials: Vec<Special>,
     bos: u32,
     eos: u32,
     pad: u32,
@@ -113,13 +133,17 @@ impl ClipTokenizer {
         let merges = parse_merges(merges_text, merges_name, &vocab, vocab_name)?;
 
         let config = JsonObject::parse(config_text, config_name)?;
-        let special = |key: &str, default: &str| -> Result<(String, u32)> {
-            let content = special_token(&config, key, default)?;
+        let special = |key: &str, default: &str| -> Result<Special> {
+            let (content, normalized) = special_token(&config, key, default)?;
             let id = vocab
                 .get(&content)
                 .copied()
                 .ok_or_else(|| config.error(key, format!("`{content}` is not in {vocab_name}")))?;
-            Ok((content, id))
+            Ok(Special {
+                content,
+                id,
+                normalized,
+            })
         };
         let bos = special("bos_token", "<|startoftext|>")?;
         let eos = special("eos_token", "<|endoftext|>")?;
@@ -133,10 +157,19 @@ impl ClipTokenizer {
             ));
         }
 
-        let mut specials = vec![bos.clone(), eos.clone(), unk.clone(), pad.clone()];
-        specials.extend(added_tokens(&config)?);
-        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        specials.dedup_by(|a, b| a.0 == b.0);
+        let (bos_id, eos_id, unk_id, pad_id) = (bos.id, eos.id, unk.id, pad.id);
+        // A token registered again (eos and unk are usually the same) takes the later flags.
+        let mut specials: Vec<Special> = Vec::new();
+        for token in [bos, eos, unk, pad]
+            .into_iter()
+            .chain(added_tokens(&config)?)
+        {
+            match specials.iter_mut().find(|s| s.content == token.content) {
+                Some(known) => *known = token,
+                None => specials.push(token),
+            }
+        }
+        specials.sort_by(|a, b| b.content.len().cmp(&a.content.len()));
 
         Ok(Self {
             tokens: vocab.iter().map(|(t, &id)| (id, t.clone())).collect(),
@@ -144,10 +177,10 @@ impl ClipTokenizer {
             merges,
             byte_chars,
             specials,
-            bos: bos.1,
-            eos: eos.1,
-            pad: pad.1,
-            unk: unk.1,
+            bos: bos_id,
+            eos: eos_id,
+            pad: pad_id,
+            unk: unk_id,
             model_max_length,
             clip_pattern: Regex::new(CLIP_PATTERN).expect("valid pattern"),
             piece_pattern: Regex::new(PIECE_PATTERN).expect("valid pattern"),
@@ -214,44 +247,61 @@ impl ClipTokenizer {
 
     /// Calls `f` with every token of `text` and its id, in order.
     fn for_each_token(&self, text: &str, f: &mut dyn FnMut(&str, u32)) {
-        let mut rest = text;
-        while !rest.is_empty() {
-            let (before, special) = self.next_special(rest);
-            self.tokenize_plain(&rest[..before], f);
-            match special {
-                Some((content, id)) => {
-                    f(content, id);
-                    rest = &rest[before + content.len()..];
+        for piece in self.split(text, false) {
+            match piece {
+                Piece::Special(s) => f(&s.content, s.id),
+                Piece::Text(raw) => {
+                    let normal = self.normalize(raw);
+                    for piece in self.split(&normal, true) {
+                        match piece {
+                            Piece::Special(s) => f(&s.content, s.id),
+                            Piece::Text(text) => self.pre_tokenize(text, f),
+                        }
+                    }
                 }
-                None => rest = "",
             }
         }
     }
 
-    /// The byte offset of the first special token in `text` (the longest one starting there)
-    /// and that token, or `text.len()` and `None`.
-    fn next_special(&self, text: &str) -> (usize, Option<(&str, u32)>) {
-        for (at, _) in text.char_indices() {
-            if let Some((content, id)) = self
+    /// Splits `text` at the special tokens whose `normalized` flag is `normalized`: at each
+    /// position the longest one starting there; empty text between tokens is left out.
+    fn split<'a>(&'a self, text: &'a str, normalized: bool) -> Vec<Piece<'a>> {
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        let mut at = 0;
+        while at < text.len() {
+            let found = self
                 .specials
                 .iter()
-                .find(|(content, _)| text[at..].starts_with(content.as_str()))
-            {
-                return (at, Some((content.as_str(), *id)));
+                .find(|s| s.normalized == normalized && text[at..].starts_with(s.content.as_str()));
+            match found {
+                Some(special) => {
+                    if start < at {
+                        pieces.push(Piece::Text(&text[start..at]));
+                    }
+                    pieces.push(Piece::Special(special));
+                    at += special.content.len();
+                    start = at;
+                }
+                None => at += text[at..].chars().next().map_or(1, char::len_utf8),
             }
         }
-        (text.len(), None)
+        if start < text.len() {
+            pieces.push(Piece::Text(&text[start..]));
+        }
+        pieces
     }
 
-    /// Steps 2 to 4 of the module documentation for text holding no special token.
-    fn tokenize_plain(&self, text: &str, f: &mut dyn FnMut(&str, u32)) {
-        if text.is_empty() {
-            return;
-        }
+    /// Step 2 of the module documentation: NFC, whitespace runs to one space, lower case.
+    fn normalize(&self, text: &str) -> String {
         let composed: String = text.nfc().collect();
         let spaced = self.whitespace.replace_all(&composed, " ");
-        let lower: String = spaced.chars().flat_map(char::to_lowercase).collect();
-        for word in self.clip_pattern.find_iter(&lower) {
+        spaced.chars().flat_map(char::to_lowercase).collect()
+    }
+
+    /// Steps 3 and 4 of the module documentation for normalised text without special tokens.
+    fn pre_tokenize(&self, text: &str, f: &mut dyn FnMut(&str, u32)) {
+        for word in self.clip_pattern.find_iter(text) {
             for piece in self.piece_pattern.find_iter(word.as_str()) {
                 let mapped: String = piece
                     .as_str()
@@ -362,25 +412,45 @@ fn parse_merges(
     Ok(merges)
 }
 
-/// A special token of `tokenizer_config.json`: a string, or an `AddedToken` object with a
-/// `content` string (older transformers); `default` when absent (transformers' defaults).
-fn special_token(config: &JsonObject, key: &str, default: &str) -> Result<String> {
-    match config.map.get(key) {
-        None => Ok(default.to_string()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Object(o)) => match o.get("content") {
-            Some(Value::String(s)) => Ok(s.clone()),
-            _ => Err(config.error(key, "an AddedToken object needs a `content` string".into())),
-        },
-        Some(other) => Err(config.error(
-            key,
-            format!("expected a string or an AddedToken object, got {other}"),
-        )),
+/// A special token of `tokenizer_config.json` and its `normalized` flag: a string (not
+/// normalised), or an `AddedToken` object with a `content` string and an optional `normalized`
+/// flag (transformers 4's format); `default` when absent (transformers' defaults).
+fn special_token(config: &JsonObject, key: &str, default: &str) -> Result<(String, bool)> {
+    let (content, normalized) = match config.map.get(key) {
+        None => (default.to_string(), false),
+        Some(Value::String(s)) => (s.clone(), false),
+        Some(value @ Value::Object(_)) => added_token(value).ok_or_else(|| {
+            config.error(
+                key,
+                format!("expected an AddedToken with a `content` string, got {value}"),
+            )
+        })?,
+        Some(other) => {
+            return Err(config.error(
+                key,
+                format!("expected a string or an AddedToken object, got {other}"),
+            ));
+        }
+    };
+    if content.is_empty() {
+        return Err(config.error(key, "the token is empty".into()));
     }
+    Ok((content, normalized))
 }
 
-/// The `added_tokens_decoder` entries of `tokenizer_config.json` (id -> AddedToken), if any.
-fn added_tokens(config: &JsonObject) -> Result<Vec<(String, u32)>> {
+/// The `content` and `normalized` flag (false when absent) of an `AddedToken` object.
+fn added_token(value: &Value) -> Option<(String, bool)> {
+    let content = value.get("content")?.as_str()?.to_string();
+    let normalized = match value.get("normalized") {
+        None => false,
+        Some(flag) => flag.as_bool()?,
+    };
+    Some((content, normalized))
+}
+
+/// The `added_tokens_decoder` entries of `tokenizer_config.json` (id -> AddedToken), if any,
+/// in id order.
+fn added_tokens(config: &JsonObject) -> Result<Vec<Special>> {
     let key = "added_tokens_decoder";
     let Some(value) = config.map.get(key) else {
         return Ok(Vec::new());
@@ -388,19 +458,26 @@ fn added_tokens(config: &JsonObject) -> Result<Vec<(String, u32)>> {
     let Value::Object(entries) = value else {
         return Err(config.error(key, format!("expected an object, got {value}")));
     };
-    entries
+    let mut tokens = entries
         .iter()
-        .map(|(id, token)| {
-            let content = token.get("content").and_then(Value::as_str);
-            match (id.parse::<u32>(), content) {
-                (Ok(id), Some(content)) => Ok((content.to_string(), id)),
+        .map(
+            |(id, token)| match (id.parse::<u32>(), added_token(token)) {
+                (Ok(id), Some((content, normalized))) if !content.is_empty() => Ok(Special {
+                    content,
+                    id,
+                    normalized,
+                }),
                 _ => Err(config.error(
                     key,
-                    format!("entry {id:?}: expected an id -> {{\"content\": ...}} entry"),
+                    format!(
+                        "entry {id:?}: expected an id -> AddedToken with a non-empty `content`"
+                    ),
                 )),
-            }
-        })
-        .collect()
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    tokens.sort_by_key(|t| t.id);
+    Ok(tokens)
 }
 
 /// The byte-level alphabet: printable Latin-1 bytes map to themselves, the 68 others to
