@@ -48,7 +48,7 @@ fn check_all_prompts(variant: &str) {
 /// `tok` against the rows of tokens.json under `key`.
 fn check_prompts(tok: &ClipTokenizer, key: &str) {
     let rows = rows(key);
-    assert!(rows.len() >= 20, "{} prompts", rows.len());
+    assert!(rows.len() >= 26, "{key}: {} prompts", rows.len());
     let mut failures = Vec::new();
     for row in &rows {
         let name = row["name"].as_str().unwrap();
@@ -81,6 +81,14 @@ fn sd1_tokenizer_matches_transformers_on_every_prompt() {
 #[test]
 fn sd2_tokenizer_matches_transformers_on_every_prompt() {
     check_all_prompts("sd2");
+}
+
+/// 200 random prompts drawn from tricky pieces (tools/fixtures/make_sd_refs.py, RANDOM_ALPHABET).
+#[test]
+fn random_prompts_match_transformers() {
+    for variant in ["sd1", "sd2"] {
+        check_prompts(&tokenizer(variant), &format!("{variant}_random"));
+    }
 }
 
 /// transformers 4's tokenizer_config.json format of the hub SD folders: `<|startoftext|>` (and
