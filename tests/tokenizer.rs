@@ -278,3 +278,42 @@ fn older_config_formats_are_read() {
         );
     }
 }
+
+/// An I64 array of a reference file, as u32.
+fn ids_array(file: &str, name: &str) -> Vec<u32> {
+    let bytes = fs::read(fixtures().join(file)).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let view = tensors.tensor(name).unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name}");
+    view.data()
+        .chunks_exact(8)
+        .map(|b| u32::try_from(i64::from_le_bytes(b.try_into().unwrap())).unwrap())
+        .collect()
+}
+
+/// The ids the per-part and pipeline references were made from are the tokenizer's.
+#[test]
+fn reference_inputs_are_the_tokenizer_ids() {
+    let prompts = |names: &[&str], variant: &str| -> Vec<u32> {
+        let rows = rows(variant);
+        let tok = tokenizer(variant);
+        names
+            .iter()
+            .flat_map(|name| {
+                let row = rows.iter().find(|r| r["name"] == *name).unwrap();
+                tok.encode_padded(row["prompt"].as_str().unwrap())
+            })
+            .collect()
+    };
+    for variant in ["sd1", "sd2"] {
+        let file = format!("{variant}_refs.safetensors");
+        assert_eq!(
+            ids_array(&file, "text.input_ids"),
+            prompts(&["plain", "empty", "long"], variant)
+        );
+        assert_eq!(
+            ids_array(&file, "pipe.input_ids"),
+            prompts(&["pipe_negative", "pipe_prompt"], variant)
+        );
+    }
+}
