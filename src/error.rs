@@ -99,6 +99,18 @@ pub enum Error {
         found: String,
     },
 
+    /// A diffusers pipeline folder lacks a part or one of its files, or a part's class is not
+    /// supported.
+    #[error("{}: part `{part}`: {message}", path.display())]
+    Pipeline {
+        /// The folder or file concerned.
+        path: PathBuf,
+        /// The part (`unet`, `vae`, `text_encoder`, `tokenizer`, `scheduler`, or `model_index`).
+        part: String,
+        /// What is missing or unsupported.
+        message: String,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

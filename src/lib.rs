@@ -29,6 +29,7 @@ pub mod model;
 pub mod nn;
 pub mod sampler;
 pub mod schedule;
+pub mod text;
 
 pub use error::{Error, Result};
 pub use gpu::{BlockSize, Gpu, GpuOptions, GpuTensor, Tuning};
@@ -42,3 +43,4 @@ pub use schedule::{
     BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
     VarianceType,
 };
+pub use text::{ClipTextConfig, ClipTokenizer, PipelineFiles, VaeConfig};

@@ -1,0 +1,347 @@
+//! `PipelineFiles`: the parts of a diffusers Stable Diffusion pipeline folder, as
+//! `StableDiffusionPipeline.save_pretrained` writes it, located and checked before anything is
+//! loaded.
+//!
+//! ```text
+//! model_index.json            {"unet": ["diffusers", "UNet2DConditionModel"], ...}
+//! unet/config.json            unet/diffusion_pytorch_model[.VARIANT].safetensors
+//! vae/config.json             vae/diffusion_pytorch_model[.VARIANT].safetensors
+//! text_encoder/config.json    text_encoder/model[.VARIANT].safetensors
+//! tokenizer/vocab.json, merges.txt, tokenizer_config.json
+//! scheduler/scheduler_config.json
+//! ```
+//!
+//! Sharded weights (`NAME.safetensors.index.json`, or `NAME.safetensors.index.VARIANT.json`)
+//! are resolved to their shard files. PyTorch pickles (`*.bin`) are refused.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::clip_config::ClipTextConfig;
+use super::json::JsonObject;
+use super::tokenizer::ClipTokenizer;
+use super::vae_config::VaeConfig;
+use crate::error::{Error, Result};
+
+/// A model part of the folder: its config and weight files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPart {
+    /// The class `model_index.json` names (`UNet2DConditionModel`, `AutoencoderKL`,
+    /// `CLIPTextModel`).
+    pub class_name: String,
+    /// The part's folder.
+    pub dir: PathBuf,
+    /// Its `config.json`.
+    pub config: PathBuf,
+    /// Its safetensors files: one, or the shards of a sharded checkpoint.
+    pub weights: Vec<PathBuf>,
+    /// The variant the weights are (`Some("fp16")` for `*.fp16.safetensors`), `None` for the
+    /// plain files.
+    pub variant: Option<String>,
+}
+
+/// The tokenizer part: the three files [`ClipTokenizer`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizerPart {
+    /// The class `model_index.json` names (`CLIPTokenizer` or `CLIPTokenizerFast`).
+    pub class_name: String,
+    /// The `tokenizer/` folder, holding `vocab.json`, `merges.txt` and `tokenizer_config.json`.
+    pub dir: PathBuf,
+}
+
+/// The scheduler part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerPart {
+    /// The scheduler class `model_index.json` names (`PNDMScheduler`, `DDIMScheduler`, ...).
+    pub class_name: String,
+    /// Its `scheduler_config.json`.
+    pub config: PathBuf,
+}
+
+/// The located parts of a Stable Diffusion pipeline folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineFiles {
+    /// The folder.
+    pub root: PathBuf,
+    /// The pipeline class of `model_index.json` (`StableDiffusionPipeline`, ...).
+    pub class_name: String,
+    /// The `UNet2DConditionModel`.
+    pub unet: ModelPart,
+    /// The `AutoencoderKL`.
+    pub vae: ModelPart,
+    /// The `CLIPTextModel`.
+    pub text_encoder: ModelPart,
+    /// The `CLIPTokenizer`.
+    pub tokenizer: TokenizerPart,
+    /// The scheduler.
+    pub scheduler: SchedulerPart,
+}
+
+/// (part, library, accepted classes, weights file stem); an empty class list accepts any.
+const PARTS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "unet",
+        "diffusers",
+        &["UNet2DConditionModel"],
+        "diffusion_pytorch_model",
+    ),
+    (
+        "vae",
+        "diffusers",
+        &["AutoencoderKL"],
+        "diffusion_pytorch_model",
+    ),
+    ("text_encoder", "transformers", &["CLIPTextModel"], "model"),
+    (
+        "tokenizer",
+        "transformers",
+        &["CLIPTokenizer", "CLIPTokenizerFast"],
+        "",
+    ),
+    ("scheduler", "diffusers", &[], ""),
+];
+
+impl PipelineFiles {
+    /// Locates the parts of the pipeline folder `root`. With `variant` (`Some("fp16")`), a part's
+    /// `*.VARIANT.safetensors` weights are taken where they exist and the plain ones elsewhere,
+    /// as diffusers does.
+    ///
+    /// Errors: [`Error::Config`] for a `model_index.json` entry that is missing, malformed or
+    /// names an unsupported library or class; [`Error::Pipeline`] naming the part and path of
+    /// a missing folder, config, tokenizer file or weights file (including `*.bin`-only parts and
+    /// missing shards); [`Error::Io`] for a file that cannot be read.
+    pub fn open(root: &Path, variant: Option<&str>) -> Result<Self> {
+        let index = JsonObject::from_file(&root.join("model_index.json"))?;
+        let class_name = match index.map.get("_class_name") {
+            Some(Value::String(name)) => name.clone(),
+            Some(other) => {
+                return Err(index.error("_class_name", format!("expected a string, got {other}")));
+            }
+            None => String::new(),
+        };
+        let mut classes = Vec::new();
+        for &(part, library, accepted, _) in PARTS {
+            classes.push(component_class(&index, part, library, accepted)?);
+        }
+        let model = |i: usize| -> Result<ModelPart> {
+            let (part, _, _, stem) = PARTS[i];
+            let dir = part_dir(root, part)?;
+            let config = existing(&dir, "config.json", part)?;
+            let (weights, variant) = weight_files(&dir, part, stem, variant)?;
+            Ok(ModelPart {
+                class_name: classes[i].clone(),
+                dir,
+                config,
+                weights,
+                variant,
+            })
+        };
+        let unet = model(0)?;
+        let vae = model(1)?;
+        let text_encoder = model(2)?;
+        let dir = part_dir(root, "tokenizer")?;
+        for file in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
+            existing(&dir, file, "tokenizer")?;
+        }
+        let tokenizer = TokenizerPart {
+            class_name: classes[3].clone(),
+            dir,
+        };
+        let scheduler = SchedulerPart {
+            class_name: classes[4].clone(),
+            config: existing(
+                &part_dir(root, "scheduler")?,
+                "scheduler_config.json",
+                "scheduler",
+            )?,
+        };
+        Ok(Self {
+            root: root.to_path_buf(),
+            class_name,
+            unet,
+            vae,
+            text_encoder,
+            tokenizer,
+            scheduler,
+        })
+    }
+
+    /// Reads the tokenizer.
+    pub fn tokenizer(&self) -> Result<ClipTokenizer> {
+        ClipTokenizer::from_folder(&self.tokenizer.dir)
+    }
+
+    /// Reads the text encoder's config and checks that it fits the tokenizer: every token id
+    /// below `vocab_size`, `model_max_length` no longer than `max_position_embeddings`.
+    pub fn text_encoder_config(&self, tokenizer: &ClipTokenizer) -> Result<ClipTextConfig> {
+        let config = ClipTextConfig::from_file(&self.text_encoder.config)?;
+        let source_name = self.text_encoder.config.display().to_string();
+        let mismatch = |key: &str, message: String| Error::Config {
+            source_name: source_name.clone(),
+            key: key.to_string(),
+            message,
+        };
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(mismatch(
+                "vocab_size",
+                format!(
+                    "{} is smaller than the tokenizer's {} tokens",
+                    config.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        if tokenizer.model_max_length() > config.max_position_embeddings {
+            return Err(mismatch(
+                "max_position_embeddings",
+                format!(
+                    "{} is smaller than the tokenizer's model_max_length {}",
+                    config.max_position_embeddings,
+                    tokenizer.model_max_length()
+                ),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Reads the VAE's config.
+    pub fn vae_config(&self) -> Result<VaeConfig> {
+        VaeConfig::from_file(&self.vae.config)
+    }
+}
+
+/// The class of `part` in `model_index.json`: a `[library, class]` pair.
+fn component_class(
+    index: &JsonObject,
+    part: &str,
+    library: &str,
+    accepted: &[&str],
+) -> Result<String> {
+    let value = index.required(part)?;
+    let pair = value
+        .as_array()
+        .filter(|pair| pair.len() == 2)
+        .and_then(|pair| Some((pair[0].as_str()?, pair[1].as_str()?)));
+    let Some((lib, class)) = pair else {
+        return Err(index.error(
+            part,
+            format!("expected a [library, class] pair of strings, got {value}"),
+        ));
+    };
+    if lib != library {
+        return Err(index.error(
+            part,
+            format!("library \"{lib}\" is not supported (expected \"{library}\")"),
+        ));
+    }
+    if !accepted.is_empty() && !accepted.contains(&class) {
+        return Err(index.error(
+            part,
+            format!(
+                "class \"{class}\" is not supported (supported: {})",
+                accepted.join(", ")
+            ),
+        ));
+    }
+    Ok(class.to_string())
+}
+
+fn missing(path: PathBuf, part: &str, message: &str) -> Error {
+    Error::Pipeline {
+        path,
+        part: part.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn part_dir(root: &Path, part: &str) -> Result<PathBuf> {
+    let dir = root.join(part);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(missing(dir, part, "folder missing"))
+    }
+}
+
+fn existing(dir: &Path, file: &str, part: &str) -> Result<PathBuf> {
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(missing(path, part, "file missing"))
+    }
+}
+
+/// The weight files of a model part and the variant they are: `STEM[.VARIANT].safetensors`, or
+/// the shards listed by `STEM.safetensors.index[.VARIANT].json`, the variant preferred.
+fn weight_files(
+    dir: &Path,
+    part: &str,
+    stem: &str,
+    variant: Option<&str>,
+) -> Result<(Vec<PathBuf>, Option<String>)> {
+    let mut candidates: Vec<(String, String, Option<String>)> = Vec::new();
+    if let Some(v) = variant {
+        candidates.push((
+            format!("{stem}.{v}.safetensors"),
+            format!("{stem}.safetensors.index.{v}.json"),
+            Some(v.to_string()),
+        ));
+    }
+    candidates.push((
+        format!("{stem}.safetensors"),
+        format!("{stem}.safetensors.index.json"),
+        None,
+    ));
+    for (single, index, found_variant) in &candidates {
+        if dir.join(single).is_file() {
+            return Ok((vec![dir.join(single)], found_variant.clone()));
+        }
+        if dir.join(index).is_file() {
+            let shards = shard_files(&dir.join(index), part)?;
+            return Ok((shards, found_variant.clone()));
+        }
+    }
+    let names: Vec<&str> = candidates.iter().map(|(s, _, _)| s.as_str()).collect();
+    let pickle = dir.join(format!("{stem}.bin")).is_file();
+    let message = if pickle {
+        format!(
+            "only PyTorch pickle weights ({stem}.bin), which are not supported: convert them to {}",
+            names.join(" or ")
+        )
+    } else {
+        format!("no weights: expected {}", names.join(" or "))
+    };
+    Err(missing(dir.to_path_buf(), part, &message))
+}
+
+/// The shard files a safetensors index's `weight_map` names, each of which must exist.
+fn shard_files(index_path: &Path, part: &str) -> Result<Vec<PathBuf>> {
+    let index = JsonObject::from_file(index_path)?;
+    let Some(Value::Object(map)) = index.map.get("weight_map") else {
+        return Err(index.error(
+            "weight_map",
+            "missing or not an object of tensor -> file".into(),
+        ));
+    };
+    let mut files = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .filter(|f| !f.contains('/') && !f.contains('\\'))
+            .ok_or_else(|| {
+                index.error(
+                    "weight_map",
+                    format!("`{tensor}`: expected a file name in the same folder, got {file}"),
+                )
+            })?;
+        files.insert(file.to_string());
+    }
+    let dir = index_path.parent().unwrap_or(Path::new("."));
+    files
+        .into_iter()
+        .map(|file| existing(dir, &file, part))
+        .collect()
+}
