@@ -2,6 +2,7 @@
 
 mod linear;
 pub mod unet;
+pub mod vae;
 
 pub use linear::LinearNoiseModel;
 

@@ -15,13 +15,15 @@
 //! | attention products and softmax | `attention` | shaders/attention.wgsl |
 //! | affine map, sum, concatenation | `elementwise` | shaders/elementwise.wgsl |
 //!
-//! `resnet` composes norm, conv and linear into diffusers' `ResnetBlock2D`.
+//! `resnet` composes norm, conv and linear into diffusers' `ResnetBlock2D`; `mid_block`
+//! composes resnets and attention into `UNetMidBlock2D`.
 
 pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 pub(crate) mod graph;
 pub(crate) mod linear;
+pub(crate) mod mid_block;
 pub(crate) mod norm;
 pub mod profile;
 pub(crate) mod resnet;

@@ -1,12 +1,13 @@
-//! diffusers' `ResnetBlock2D`: pre-norm, SiLU, the time embedding added after `conv1` or
-//! applied as scale/shift after `norm2`, a 1x1 shortcut when the channel count changes.
+//! diffusers' `ResnetBlock2D`: pre-norm, SiLU, the time embedding (when the block has one)
+//! added after `conv1` or applied as scale/shift after `norm2`, a 1x1 shortcut when the channel
+//! count changes.
 
 use super::conv::{Conv, ConvExtras, Sampling};
 use super::graph::{GraphBuilder, TensorId};
 use super::linear::{Linear, LinearActivations};
 use super::norm::{GroupNorm, NormOutput};
 use super::{Activation, FeatureMap, WeightPath};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How a ResNet block applies the time embedding (diffusers' `resnet_time_scale_shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,19 +26,20 @@ pub(crate) struct ResnetOptions {
     pub groups: usize,
     /// GroupNorm epsilon.
     pub eps: f64,
-    /// Width of the time embedding the block projects.
-    pub temb_channels: usize,
+    /// Width of the time embedding the block projects; `None`: no time embedding (the VAE's
+    /// blocks, `temb_channels=None`).
+    pub temb_channels: Option<usize>,
     /// How the projection is applied.
     pub time_scale_shift: TimeScaleShift,
     /// The output (after the shortcut sum) is divided by this.
     pub output_scale_factor: f64,
 }
 
-/// `ResnetBlock2D` with a time embedding.
+/// `ResnetBlock2D`.
 pub(crate) struct Resnet {
     norm1: GroupNorm,
     conv1: Conv,
-    time_emb_proj: Linear,
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv,
     conv_shortcut: Option<Conv>,
@@ -58,8 +60,8 @@ impl Resnet {
         GroupNorm::check(&format!("{module}.norm2"), c_out, groups)
     }
 
-    /// Loads `norm1`, `conv1`, `time_emb_proj`, `norm2`, `conv2` and, when the channels
-    /// change, `conv_shortcut` under `path`.
+    /// Loads `norm1`, `conv1`, `time_emb_proj` (with a time embedding), `norm2`, `conv2` and,
+    /// when the channels change, `conv_shortcut` under `path`.
     pub fn load(
         path: &mut WeightPath<'_>,
         c_in: usize,
@@ -74,11 +76,14 @@ impl Resnet {
         Ok(Self {
             norm1: GroupNorm::load(&mut path.pp("norm1"), c_in, groups, eps)?,
             conv1: Conv::load(&mut path.pp("conv1"), c_in, c_out, 3, Sampling::Same)?,
-            time_emb_proj: Linear::load(
-                &mut path.pp("time_emb_proj"),
-                options.temb_channels,
-                temb_out,
-            )?,
+            time_emb_proj: match options.temb_channels {
+                Some(channels) => Some(Linear::load(
+                    &mut path.pp("time_emb_proj"),
+                    channels,
+                    temb_out,
+                )?),
+                None => None,
+            },
             norm2: GroupNorm::load(&mut path.pp("norm2"), c_out, groups, eps)?,
             conv2: Conv::load(&mut path.pp("conv2"), c_out, c_out, 3, Sampling::Same)?,
             conv_shortcut: if c_in != c_out {
@@ -92,12 +97,13 @@ impl Resnet {
         })
     }
 
-    /// Records the block on `input`, with `emb` the [B, temb_channels] time embedding.
+    /// Records the block on `input`, with `emb` the [B, temb_channels] time embedding (`None`
+    /// for a block without one).
     pub fn record(
         &self,
         graph: &mut GraphBuilder<'_>,
         input: FeatureMap,
-        emb: TensorId,
+        emb: Option<TensorId>,
     ) -> Result<FeatureMap> {
         let silu = NormOutput {
             scale_shift: None,
@@ -108,15 +114,22 @@ impl Resnet {
             input: Activation::Silu,
             output: Activation::Identity,
         };
-        let temb = self.time_emb_proj.record(
-            graph,
-            input.batch,
-            emb,
-            silu_input,
-            "resnet time_emb_proj",
-        )?;
-        let h = match self.time_scale_shift {
-            TimeScaleShift::ScaleShift => {
+        let temb = match (&self.time_emb_proj, emb) {
+            (Some(proj), Some(emb)) => Some((
+                proj.record(graph, input.batch, emb, silu_input, "resnet time_emb_proj")?,
+                proj.out_features(),
+            )),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Shape {
+                    tensor: "time embedding".into(),
+                    expected: "one exactly when the block has a time_emb_proj".into(),
+                    found: if emb.is_some() { "one" } else { "none" }.to_string(),
+                });
+            }
+        };
+        let h = match (self.time_scale_shift, temb) {
+            (TimeScaleShift::ScaleShift, Some((temb, _))) => {
                 let h = self
                     .conv1
                     .record(graph, h, ConvExtras::default(), "resnet conv1")?;
@@ -126,9 +139,9 @@ impl Resnet {
                 };
                 self.norm2.record(graph, h, film, "resnet norm2")?
             }
-            TimeScaleShift::Default => {
+            (_, temb) => {
                 let extras = ConvExtras {
-                    temb: Some((temb, self.time_emb_proj.out_features())),
+                    temb,
                     residual: None,
                 };
                 let h = self.conv1.record(graph, h, extras, "resnet conv1")?;

@@ -9,6 +9,7 @@ use crate::nn::attention::{AttentionBlock, AttentionOptions};
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
 use crate::nn::elementwise::concat;
 use crate::nn::graph::{GraphBuilder, TensorId};
+use crate::nn::mid_block::MidBlock;
 use crate::nn::norm::GroupNorm;
 use crate::nn::resnet::{Resnet, ResnetOptions};
 use crate::nn::{FeatureMap, TimeScaleShift, WeightPath};
@@ -317,7 +318,7 @@ impl DownBlock {
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.record(graph, h, emb)?;
+            h = resnet.record(graph, h, Some(emb))?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }
@@ -331,59 +332,23 @@ impl DownBlock {
     }
 }
 
-/// The middle: resnet, attention (unless `add_attention` is off), resnet.
-pub(super) struct MidBlock {
-    first: Resnet,
-    attention: Option<AttentionBlock>,
-    second: Resnet,
-}
-
-impl MidBlock {
-    /// Loads the block laid out as `layout` from `path` (`mid_block`).
-    pub fn load(
-        path: &mut WeightPath<'_>,
-        layout: &MidLayout,
-        options: &BlockOptions,
-    ) -> Result<Self> {
-        let c = layout.channels;
-        let scale = options.mid_block_scale_factor;
-        let resnet = ResnetOptions {
-            output_scale_factor: scale,
-            ..options.resnet
-        };
-        let first = Resnet::load(&mut path.pp("resnets.0"), c, c, resnet)?;
-        let attention = if layout.attention {
-            let groups = layout.attention_groups.map(|(groups, _)| groups);
-            let attention = options.attention(c, groups, scale);
-            Some(AttentionBlock::load(
-                &mut path.pp("attentions.0"),
-                c,
-                attention,
-            )?)
-        } else {
-            None
-        };
-        let second = Resnet::load(&mut path.pp("resnets.1"), c, c, resnet)?;
-        Ok(Self {
-            first,
-            attention,
-            second,
-        })
-    }
-
-    /// Records the block on `h`.
-    pub fn record(
-        &self,
-        graph: &mut GraphBuilder<'_>,
-        h: FeatureMap,
-        emb: TensorId,
-    ) -> Result<FeatureMap> {
-        let mut h = self.first.record(graph, h, emb)?;
-        if let Some(attention) = &self.attention {
-            h = attention.record(graph, h)?;
-        }
-        self.second.record(graph, h, emb)
-    }
+/// Loads the mid block laid out as `layout` from `path` (`mid_block`).
+pub(super) fn load_mid_block(
+    path: &mut WeightPath<'_>,
+    layout: &MidLayout,
+    options: &BlockOptions,
+) -> Result<MidBlock> {
+    let c = layout.channels;
+    let scale = options.mid_block_scale_factor;
+    let resnet = ResnetOptions {
+        output_scale_factor: scale,
+        ..options.resnet
+    };
+    let attention = layout.attention.then(|| {
+        let groups = layout.attention_groups.map(|(groups, _)| groups);
+        options.attention(c, groups, scale)
+    });
+    MidBlock::load(path, c, resnet, attention)
 }
 
 /// An up block: resnets on [hidden, skip] concatenations, each followed by an attention in
@@ -440,7 +405,7 @@ impl UpBlock {
                 message: "more up-block resnets than skip connections".into(),
             })?;
             h = concat(graph, h, skip, "skip concatenation")?;
-            h = resnet.record(graph, h, emb)?;
+            h = resnet.record(graph, h, Some(emb))?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }

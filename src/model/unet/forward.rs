@@ -283,7 +283,7 @@ impl Unet {
             keep(&mut g, format!("down_blocks.{i}"), h.shape(), h.id);
         }
         if let Some(mid) = &self.mid {
-            h = mid.record(&mut g, h, emb)?;
+            h = mid.record(&mut g, h, Some(emb))?;
             keep(&mut g, "mid_block".into(), h.shape(), h.id);
         }
         for (i, block) in self.up.iter().enumerate() {

@@ -19,7 +19,7 @@ pub use files::ModelFiles;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use blocks::{BlockOptions, DownBlock, MidBlock, UnetLayout, UpBlock};
+use blocks::{BlockOptions, DownBlock, UnetLayout, UpBlock, load_mid_block};
 use forward::Compiled;
 
 use super::{Conditioning, NoiseModel};
@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::nn::conv::{Conv, Sampling};
 use crate::nn::linear::Linear;
+use crate::nn::mid_block::MidBlock;
 use crate::nn::norm::GroupNorm;
 use crate::nn::resnet::ResnetOptions;
 use crate::nn::{TensorSource, WeightPath, Weights};
@@ -80,7 +81,7 @@ impl Unet {
             resnet: ResnetOptions {
                 groups: config.norm_num_groups,
                 eps: config.norm_eps,
-                temb_channels: temb,
+                temb_channels: Some(temb),
                 time_scale_shift: config.resnet_time_scale_shift,
                 output_scale_factor: 1.0,
             },
@@ -117,7 +118,7 @@ impl Unet {
             })
             .collect::<Result<Vec<_>>>()?;
         let mid = match &layout.mid {
-            Some(block) => Some(MidBlock::load(&mut root.pp("mid_block"), block, &options)?),
+            Some(block) => Some(load_mid_block(&mut root.pp("mid_block"), block, &options)?),
             None => None,
         };
         let up = layout
