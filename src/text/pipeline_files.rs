@@ -7,7 +7,7 @@
 //! unet/config.json            unet/diffusion_pytorch_model[.VARIANT].safetensors
 //! vae/config.json             vae/diffusion_pytorch_model[.VARIANT].safetensors
 //! text_encoder/config.json    text_encoder/model[.VARIANT].safetensors
-//! tokenizer/vocab.json, merges.txt, tokenizer_config.json
+//! tokenizer/tokenizer_config.json, vocab.json + merges.txt (or tokenizer.json)
 //! scheduler/scheduler_config.json
 //! ```
 //!
@@ -42,12 +42,13 @@ pub struct ModelPart {
     pub variant: Option<String>,
 }
 
-/// The tokenizer part: the three files [`ClipTokenizer`] reads.
+/// The tokenizer part: the files [`ClipTokenizer::from_folder`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizerPart {
     /// The class `model_index.json` names (`CLIPTokenizer` or `CLIPTokenizerFast`).
     pub class_name: String,
-    /// The `tokenizer/` folder, holding `vocab.json`, `merges.txt` and `tokenizer_config.json`.
+    /// The `tokenizer/` folder, holding `tokenizer_config.json` and `vocab.json` + `merges.txt`
+    /// or `tokenizer.json`.
     pub dir: PathBuf,
 }
 
@@ -142,8 +143,10 @@ impl PipelineFiles {
         let vae = model(1)?;
         let text_encoder = model(2)?;
         let dir = part_dir(root, "tokenizer")?;
-        for file in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
-            existing(&dir, file, "tokenizer")?;
+        existing(&dir, "tokenizer_config.json", "tokenizer")?;
+        if !dir.join("tokenizer.json").is_file() || dir.join("vocab.json").exists() {
+            existing(&dir, "vocab.json", "tokenizer")?;
+            existing(&dir, "merges.txt", "tokenizer")?;
         }
         let tokenizer = TokenizerPart {
             class_name: classes[3].clone(),
