@@ -150,7 +150,7 @@ impl ClipTokenizer {
 
     fn from_data(data: TokenizerData) -> Self {
         let mut specials = data.specials;
-        specials.sort_by(|a, b| b.content.len().cmp(&a.content.len()));
+        specials.sort_by_key(|s| std::cmp::Reverse(s.content.len()));
         Self {
             tokens: data.vocab.iter().map(|(t, &id)| (id, t.clone())).collect(),
             vocab: data.vocab,
