@@ -331,7 +331,7 @@ fn text_encoder_must_fit_the_tokenizer() {
         files.text_encoder_config(&tokenizer),
         "config.json",
         "vocab_size",
-        "907 tokens",
+        "907 ids",
     );
 }
 

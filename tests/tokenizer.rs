@@ -379,3 +379,18 @@ fn reference_inputs_are_the_tokenizer_ids() {
         );
     }
 }
+
+/// A 200,000-letter word is one BPE piece: the merges take O(n log n), and the tokens spell it.
+#[test]
+fn very_long_words_are_tokenized_quickly() {
+    let tok = tokenizer("sd1");
+    let word = "thecastle".repeat(20_000);
+    let start = std::time::Instant::now();
+    let tokens = tok.tokenize(&word);
+    let elapsed = start.elapsed();
+    assert!(elapsed.as_secs() < 10, "{elapsed:?}");
+    assert!(tokens.len() > 1000 && tokens.len() < word.len());
+    let spelled: String = tokens.concat();
+    assert_eq!(spelled, format!("{word}</w>"));
+    assert_eq!(tok.encode_padded(&word).len(), 77);
+}

@@ -190,7 +190,7 @@ impl PipelineFiles {
             return Err(mismatch(
                 "vocab_size",
                 format!(
-                    "{} is smaller than the tokenizer's {} tokens",
+                    "{} is smaller than the tokenizer's {} ids",
                     config.vocab_size,
                     tokenizer.vocab_size()
                 ),

@@ -31,7 +31,8 @@
 //! transformers 4's Python `CLIPTokenizer` (ftfy or a BERT-style cleaner, no NFC for the
 //! special-token matching) is not the reference; ftfy plays no part in transformers 5.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use regex::Regex;
@@ -150,7 +151,7 @@ impl ClipTokenizer {
 
     fn from_data(data: TokenizerData) -> Self {
         let mut specials = data.specials;
-        specials.sort_by_key(|s| std::cmp::Reverse(s.content.len()));
+        specials.sort_by_key(|s| Reverse(s.content.len()));
         Self {
             tokens: data.vocab.iter().map(|(t, &id)| (id, t.clone())).collect(),
             vocab: data.vocab,
@@ -174,9 +175,15 @@ impl ClipTokenizer {
         self.model_max_length
     }
 
-    /// The number of entries of `vocab.json`.
+    /// The number of ids: one more than the largest id of the vocabulary and the special tokens
+    /// (the vocabulary's size for the CLIP tokenizers, whose special tokens are in it).
     pub fn vocab_size(&self) -> usize {
-        self.vocab.len()
+        let largest = self
+            .vocab
+            .values()
+            .chain(self.specials.iter().map(|s| &s.id))
+            .max();
+        largest.map_or(0, |&id| id as usize + 1)
     }
 
     /// The id of `<|startoftext|>` (the config's `bos_token`).
@@ -293,10 +300,13 @@ impl ClipTokenizer {
         }
     }
 
-    /// Applies the merges to one pre-tokenised, byte-mapped piece.
+    /// Applies the merges to one pre-tokenised, byte-mapped piece: always the adjacent pair of
+    /// lowest rank, the leftmost of equal ones (a heap of candidate pairs, as `tokenizers` does,
+    /// so that long words take O(n log n)).
     fn bpe(&self, piece: &str, f: &mut dyn FnMut(&str, u32)) {
+        const NONE: usize = usize::MAX;
         let chars: Vec<char> = piece.chars().collect();
-        let mut symbols: Vec<u32> = chars
+        let mut ids: Vec<u32> = chars
             .iter()
             .enumerate()
             .map(|(i, c)| {
@@ -307,21 +317,40 @@ impl ClipTokenizer {
                 self.vocab.get(&symbol).copied().unwrap_or(self.unk)
             })
             .collect();
-        loop {
-            let best = symbols
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, pair)| {
-                    self.merges
-                        .get(&(pair[0], pair[1]))
-                        .map(|&(rank, id)| (rank, i, id))
-                })
-                .min();
-            let Some((_, i, id)) = best else { break };
-            symbols[i] = id;
-            symbols.remove(i + 1);
+        let n = ids.len();
+        // A doubly linked list over the symbols; merged-away symbols are unlinked.
+        let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { NONE }).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(NONE)).collect();
+        let mut alive = vec![true; n];
+        // Candidate merges: (rank, position of the left symbol, merged id).
+        let mut heap = BinaryHeap::new();
+        let candidate = |left: u32, right: u32, pos: usize| {
+            self.merges
+                .get(&(left, right))
+                .map(|&(rank, id)| Reverse((rank, pos, id)))
+        };
+        heap.extend((0..n.saturating_sub(1)).filter_map(|i| candidate(ids[i], ids[i + 1], i)));
+        while let Some(Reverse((rank, pos, id))) = heap.pop() {
+            let right = next[pos];
+            // Stale when either symbol has changed since the pair was pushed.
+            if !alive[pos] || right == NONE {
+                continue;
+            }
+            if self.merges.get(&(ids[pos], ids[right])) != Some(&(rank, id)) {
+                continue;
+            }
+            ids[pos] = id;
+            alive[right] = false;
+            next[pos] = next[right];
+            if next[pos] != NONE {
+                prev[next[pos]] = pos;
+                heap.extend(candidate(id, ids[next[pos]], pos));
+            }
+            if prev[pos] != NONE {
+                heap.extend(candidate(ids[prev[pos]], id, prev[pos]));
+            }
         }
-        for id in symbols {
+        for (id, _) in ids.into_iter().zip(alive).filter(|&(_, alive)| alive) {
             f(self.token(id), id);
         }
     }
