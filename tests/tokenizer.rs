@@ -299,6 +299,29 @@ fn broken_files_give_typed_errors() {
     assert_config_error(&dir, "tokenizer_config.json", "pad_token", "AddedToken");
 
     let dir = broken_copy(
+        "config_lstrip",
+        "tokenizer_config.json",
+        &config.replace(
+            "\"pad_token\": \"<|endoftext|>\"",
+            "\"pad_token\": {\"content\": \"<|endoftext|>\", \"lstrip\": true}",
+        ),
+    );
+    assert_config_error(&dir, "tokenizer_config.json", "pad_token", "`lstrip` true");
+    let dir = broken_copy(
+        "config_decoder",
+        "tokenizer_config.json",
+        &config.replace(
+            "\"model_max_length\"",
+            "\"added_tokens_decoder\": {\"x\": {\"content\": \"!\"}}, \"model_max_length\"",
+        ),
+    );
+    assert_config_error(
+        &dir,
+        "tokenizer_config.json",
+        "added_tokens_decoder",
+        "u32 id",
+    );
+    let dir = broken_copy(
         "config_pad_empty",
         "tokenizer_config.json",
         &config.replace(

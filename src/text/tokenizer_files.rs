@@ -173,22 +173,16 @@ pub(crate) fn from_tokenizer_json(
     let mut added = Vec::new();
     if let Some(list) = json.map.get("added_tokens") {
         for (i, token) in list.as_array().into_iter().flatten().enumerate() {
+            let entry_error =
+                |message: String| error("added_tokens", format!("entry {i}: {message}"));
             let id = token["id"].as_u64().and_then(|id| u32::try_from(id).ok());
-            match (id, added_token(token)) {
-                (Some(id), Some((content, normalized))) if !content.is_empty() => {
-                    added.push(Special {
-                        content,
-                        id,
-                        normalized,
-                    });
-                }
-                _ => {
-                    return Err(error(
-                        "added_tokens",
-                        format!("entry {i}: expected {{\"id\", \"content\", ...}}, got {token}"),
-                    ));
-                }
-            }
+            let id = id.ok_or_else(|| entry_error(format!("expected a u32 `id`, got {token}")))?;
+            let (content, normalized) = added_token(token).map_err(entry_error)?;
+            added.push(Special {
+                content,
+                id,
+                normalized,
+            });
         }
     }
     build(vocab, merges, added, json_name, config)
@@ -302,36 +296,46 @@ fn build(
 /// normalised), or an `AddedToken` object with a `content` string and an optional `normalized`
 /// flag (transformers 4's format); `default` when absent (transformers' defaults).
 fn special_token(config: &JsonObject, key: &str, default: &str) -> Result<(String, bool)> {
-    let (content, normalized) = match config.map.get(key) {
-        None => (default.to_string(), false),
-        Some(Value::String(s)) => (s.clone(), false),
-        Some(value @ Value::Object(_)) => added_token(value).ok_or_else(|| {
-            config.error(
-                key,
-                format!("expected an AddedToken with a `content` string, got {value}"),
-            )
-        })?,
-        Some(other) => {
-            return Err(config.error(
-                key,
-                format!("expected a string or an AddedToken object, got {other}"),
-            ));
+    match config.map.get(key) {
+        None => Ok((default.to_string(), false)),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(config.error(key, "the token is empty".into()))
         }
-    };
-    if content.is_empty() {
-        return Err(config.error(key, "the token is empty".into()));
+        Some(Value::String(s)) => Ok((s.clone(), false)),
+        Some(value @ Value::Object(_)) => {
+            added_token(value).map_err(|message| config.error(key, message))
+        }
+        Some(other) => Err(config.error(
+            key,
+            format!("expected a string or an AddedToken object, got {other}"),
+        )),
     }
-    Ok((content, normalized))
 }
 
-/// The `content` and `normalized` flag (false when absent) of an `AddedToken` object.
-fn added_token(value: &Value) -> Option<(String, bool)> {
-    let content = value.get("content")?.as_str()?.to_string();
-    let normalized = match value.get("normalized") {
-        None => false,
-        Some(flag) => flag.as_bool()?,
+/// The `content` and `normalized` flag (false when absent) of an `AddedToken` object; an empty
+/// `content`, and `lstrip`, `rstrip` or `single_word` true (which CLIP tokenizers never set),
+/// are refused.
+fn added_token(value: &Value) -> std::result::Result<(String, bool), String> {
+    let content = value.get("content").and_then(Value::as_str);
+    let Some(content) = content.filter(|c| !c.is_empty()) else {
+        return Err(format!(
+            "expected an AddedToken with a non-empty `content` string, got {value}"
+        ));
     };
-    Some((content, normalized))
+    let flag = |name: &str| match value.get(name) {
+        None => Ok(false),
+        Some(flag) => flag
+            .as_bool()
+            .ok_or_else(|| format!("`{name}`: expected true or false, got {flag}")),
+    };
+    for name in ["lstrip", "rstrip", "single_word"] {
+        if flag(name)? {
+            return Err(format!(
+                "`{content}`: `{name}` true is not supported (CLIP tokenizers leave it false)"
+            ));
+        }
+    }
+    Ok((content.to_string(), flag("normalized")?))
 }
 
 /// The `added_tokens_decoder` entries of `tokenizer_config.json` (id -> AddedToken), if any,
@@ -346,21 +350,19 @@ fn added_tokens_decoder(config: &JsonObject) -> Result<Vec<Special>> {
     };
     let mut tokens = entries
         .iter()
-        .map(
-            |(id, token)| match (id.parse::<u32>(), added_token(token)) {
-                (Ok(id), Some((content, normalized))) if !content.is_empty() => Ok(Special {
-                    content,
-                    id,
-                    normalized,
-                }),
-                _ => Err(config.error(
-                    key,
-                    format!(
-                        "entry {id:?}: expected an id -> AddedToken with a non-empty `content`"
-                    ),
-                )),
-            },
-        )
+        .map(|(id, token)| {
+            let entry_error =
+                |message: String| config.error(key, format!("entry {id:?}: {message}"));
+            let id = id
+                .parse::<u32>()
+                .map_err(|_| entry_error("the key is not a u32 id".into()))?;
+            let (content, normalized) = added_token(token).map_err(entry_error)?;
+            Ok(Special {
+                content,
+                id,
+                normalized,
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     tokens.sort_by_key(|t| t.id);
     Ok(tokens)
