@@ -331,7 +331,7 @@ fn text_encoder_must_fit_the_tokenizer() {
         files.text_encoder_config(&tokenizer),
         "config.json",
         "vocab_size",
-        "907 tokens",
+        "907 ids",
     );
 }
 
@@ -349,4 +349,28 @@ fn scheduler_configs_load_with_the_crate_scheduler_config() {
         };
         assert_eq!(config.prediction_type, expected);
     }
+}
+
+#[test]
+fn tokenizer_json_folders_are_accepted() {
+    let root = copy_of("sd2", "tokenizer_json");
+    let tokenizer = root.join("tokenizer");
+    fs::remove_dir_all(&tokenizer).unwrap();
+    fs::create_dir(&tokenizer).unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        fs::copy(
+            fixture("sd2").join("../tokenizer_json/sd2").join(file),
+            tokenizer.join(file),
+        )
+        .unwrap();
+    }
+    let files = PipelineFiles::open(&root, None).unwrap();
+    assert_eq!(files.tokenizer().unwrap().pad_id(), 0);
+    fs::remove_file(tokenizer.join("tokenizer.json")).unwrap();
+    assert_pipeline_error(
+        PipelineFiles::open(&root, None),
+        "tokenizer",
+        "vocab.json",
+        "file missing",
+    );
 }

@@ -91,6 +91,68 @@ fn random_prompts_match_transformers() {
     }
 }
 
+/// The folders transformers 5's `save_pretrained` writes (`tokenizer.json`, no vocab.json /
+/// merges.txt) give the same ids.
+#[test]
+fn tokenizer_json_folders_match_transformers() {
+    for variant in ["sd1", "sd2"] {
+        let dir = fixtures().join(format!("tokenizer_json/{variant}"));
+        assert!(!dir.join("vocab.json").exists());
+        let tok = ClipTokenizer::from_folder(&dir).unwrap_or_else(|e| panic!("{e}"));
+        check_prompts(&tok, variant);
+        check_prompts(&tok, &format!("{variant}_random"));
+    }
+}
+
+/// `tokenizer.json` describing anything but CLIP's tokenizer is refused, naming the field.
+#[test]
+fn foreign_tokenizer_json_is_refused() {
+    let dir = fixtures().join("tokenizer_json/sd1");
+    let json: Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let config = fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    let edits: &[(&str, &str, Value)] = &[
+        (
+            "normalizer",
+            "/normalizer/normalizers/0/type",
+            "NFKC".into(),
+        ),
+        (
+            "pre_tokenizer",
+            "/pre_tokenizer/pretokenizers/0/pattern/Regex",
+            r"\w+".into(),
+        ),
+        ("model", "/model/type", "WordPiece".into()),
+        ("model", "/model/end_of_word_suffix", Value::Null),
+        ("model", "/model/dropout", 0.1.into()),
+        ("model.merges[0]", "/model/merges/0", "i n x".into()),
+        (
+            "model.merges[1]",
+            "/model/merges/1",
+            serde_json::json!(["Q", "Z"]),
+        ),
+        ("added_tokens", "/added_tokens/0/id", "x".into()),
+    ];
+    for (key, pointer, value) in edits {
+        let mut broken = json.clone();
+        *broken.pointer_mut(pointer).unwrap() = value.clone();
+        let result = ClipTokenizer::from_tokenizer_json_str(
+            &broken.to_string(),
+            "t.json",
+            &config,
+            "c.json",
+        );
+        match result {
+            Err(Error::Config {
+                source_name,
+                key: k,
+                ..
+            }) => assert_eq!((source_name.as_str(), k.as_str()), ("t.json", *key)),
+            other => panic!("{pointer}: expected a Config error for `{key}`, got {other:?}"),
+        }
+    }
+}
+
 /// transformers 4's tokenizer_config.json format of the hub SD folders: `<|startoftext|>` (and
 /// in SD 2.x `<|endoftext|>`) are matched after normalisation.
 #[test]
@@ -237,6 +299,29 @@ fn broken_files_give_typed_errors() {
     assert_config_error(&dir, "tokenizer_config.json", "pad_token", "AddedToken");
 
     let dir = broken_copy(
+        "config_lstrip",
+        "tokenizer_config.json",
+        &config.replace(
+            "\"pad_token\": \"<|endoftext|>\"",
+            "\"pad_token\": {\"content\": \"<|endoftext|>\", \"lstrip\": true}",
+        ),
+    );
+    assert_config_error(&dir, "tokenizer_config.json", "pad_token", "`lstrip` true");
+    let dir = broken_copy(
+        "config_decoder",
+        "tokenizer_config.json",
+        &config.replace(
+            "\"model_max_length\"",
+            "\"added_tokens_decoder\": {\"x\": {\"content\": \"!\"}}, \"model_max_length\"",
+        ),
+    );
+    assert_config_error(
+        &dir,
+        "tokenizer_config.json",
+        "added_tokens_decoder",
+        "u32 id",
+    );
+    let dir = broken_copy(
         "config_pad_empty",
         "tokenizer_config.json",
         &config.replace(
@@ -316,4 +401,19 @@ fn reference_inputs_are_the_tokenizer_ids() {
             prompts(&["pipe_negative", "pipe_prompt"], variant)
         );
     }
+}
+
+/// A 200,000-letter word is one BPE piece: the merges take O(n log n), and the tokens spell it.
+#[test]
+fn very_long_words_are_tokenized_quickly() {
+    let tok = tokenizer("sd1");
+    let word = "thecastle".repeat(20_000);
+    let start = std::time::Instant::now();
+    let tokens = tok.tokenize(&word);
+    let elapsed = start.elapsed();
+    assert!(elapsed.as_secs() < 10, "{elapsed:?}");
+    assert!(tokens.len() > 1000 && tokens.len() < word.len());
+    let spelled: String = tokens.concat();
+    assert_eq!(spelled, format!("{word}</w>"));
+    assert_eq!(tok.encode_padded(&word).len(), 77);
 }

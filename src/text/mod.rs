@@ -6,6 +6,7 @@ pub mod clip_config;
 pub(crate) mod json;
 pub mod pipeline_files;
 pub mod tokenizer;
+mod tokenizer_files;
 pub mod vae_config;
 
 pub use clip_config::{ClipActivation, ClipTextConfig};

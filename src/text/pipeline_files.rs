@@ -7,7 +7,7 @@
 //! unet/config.json            unet/diffusion_pytorch_model[.VARIANT].safetensors
 //! vae/config.json             vae/diffusion_pytorch_model[.VARIANT].safetensors
 //! text_encoder/config.json    text_encoder/model[.VARIANT].safetensors
-//! tokenizer/vocab.json, merges.txt, tokenizer_config.json
+//! tokenizer/tokenizer_config.json, vocab.json + merges.txt (or tokenizer.json)
 //! scheduler/scheduler_config.json
 //! ```
 //!
@@ -42,12 +42,13 @@ pub struct ModelPart {
     pub variant: Option<String>,
 }
 
-/// The tokenizer part: the three files [`ClipTokenizer`] reads.
+/// The tokenizer part: the files [`ClipTokenizer::from_folder`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenizerPart {
     /// The class `model_index.json` names (`CLIPTokenizer` or `CLIPTokenizerFast`).
     pub class_name: String,
-    /// The `tokenizer/` folder, holding `vocab.json`, `merges.txt` and `tokenizer_config.json`.
+    /// The `tokenizer/` folder, holding `tokenizer_config.json` and `vocab.json` + `merges.txt`
+    /// or `tokenizer.json`.
     pub dir: PathBuf,
 }
 
@@ -79,29 +80,45 @@ pub struct PipelineFiles {
     pub scheduler: SchedulerPart,
 }
 
-/// (part, library, accepted classes, weights file stem); an empty class list accepts any.
-const PARTS: &[(&str, &str, &[&str], &str)] = &[
-    (
-        "unet",
-        "diffusers",
-        &["UNet2DConditionModel"],
-        "diffusion_pytorch_model",
-    ),
-    (
-        "vae",
-        "diffusers",
-        &["AutoencoderKL"],
-        "diffusion_pytorch_model",
-    ),
-    ("text_encoder", "transformers", &["CLIPTextModel"], "model"),
-    (
-        "tokenizer",
-        "transformers",
-        &["CLIPTokenizer", "CLIPTokenizerFast"],
-        "",
-    ),
-    ("scheduler", "diffusers", &[], ""),
-];
+/// What `model_index.json` may name for a part, and the stem of its weights files.
+struct PartSpec {
+    name: &'static str,
+    library: &'static str,
+    /// The accepted classes; empty: any.
+    classes: &'static [&'static str],
+    weights_stem: &'static str,
+}
+
+const UNET: PartSpec = PartSpec {
+    name: "unet",
+    library: "diffusers",
+    classes: &["UNet2DConditionModel"],
+    weights_stem: "diffusion_pytorch_model",
+};
+const VAE: PartSpec = PartSpec {
+    name: "vae",
+    library: "diffusers",
+    classes: &["AutoencoderKL"],
+    weights_stem: "diffusion_pytorch_model",
+};
+const TEXT_ENCODER: PartSpec = PartSpec {
+    name: "text_encoder",
+    library: "transformers",
+    classes: &["CLIPTextModel"],
+    weights_stem: "model",
+};
+const TOKENIZER: PartSpec = PartSpec {
+    name: "tokenizer",
+    library: "transformers",
+    classes: &["CLIPTokenizer", "CLIPTokenizerFast"],
+    weights_stem: "",
+};
+const SCHEDULER: PartSpec = PartSpec {
+    name: "scheduler",
+    library: "diffusers",
+    classes: &[],
+    weights_stem: "",
+};
 
 impl PipelineFiles {
     /// Locates the parts of the pipeline folder `root`. With `variant` (`Some("fp16")`), a part's
@@ -121,40 +138,41 @@ impl PipelineFiles {
             }
             None => String::new(),
         };
-        let mut classes = Vec::new();
-        for &(part, library, accepted, _) in PARTS {
-            classes.push(component_class(&index, part, library, accepted)?);
-        }
-        let model = |i: usize| -> Result<ModelPart> {
-            let (part, _, _, stem) = PARTS[i];
-            let dir = part_dir(root, part)?;
-            let config = existing(&dir, "config.json", part)?;
-            let (weights, variant) = weight_files(&dir, part, stem, variant)?;
+        let model = |spec: &PartSpec| -> Result<ModelPart> {
+            let class_name = component_class(&index, spec)?;
+            let dir = part_dir(root, spec.name)?;
+            let config = existing(&dir, "config.json", spec.name)?;
+            let (weights, variant) = weight_files(&dir, spec.name, spec.weights_stem, variant)?;
             Ok(ModelPart {
-                class_name: classes[i].clone(),
+                class_name,
                 dir,
                 config,
                 weights,
                 variant,
             })
         };
-        let unet = model(0)?;
-        let vae = model(1)?;
-        let text_encoder = model(2)?;
-        let dir = part_dir(root, "tokenizer")?;
-        for file in ["vocab.json", "merges.txt", "tokenizer_config.json"] {
-            existing(&dir, file, "tokenizer")?;
+        let unet = model(&UNET)?;
+        let vae = model(&VAE)?;
+        let text_encoder = model(&TEXT_ENCODER)?;
+
+        let class_name_tokenizer = component_class(&index, &TOKENIZER)?;
+        let dir = part_dir(root, TOKENIZER.name)?;
+        existing(&dir, "tokenizer_config.json", TOKENIZER.name)?;
+        if !dir.join("tokenizer.json").is_file() || dir.join("vocab.json").exists() {
+            existing(&dir, "vocab.json", TOKENIZER.name)?;
+            existing(&dir, "merges.txt", TOKENIZER.name)?;
         }
         let tokenizer = TokenizerPart {
-            class_name: classes[3].clone(),
+            class_name: class_name_tokenizer,
             dir,
         };
+
         let scheduler = SchedulerPart {
-            class_name: classes[4].clone(),
+            class_name: component_class(&index, &SCHEDULER)?,
             config: existing(
-                &part_dir(root, "scheduler")?,
+                &part_dir(root, SCHEDULER.name)?,
                 "scheduler_config.json",
-                "scheduler",
+                SCHEDULER.name,
             )?,
         };
         Ok(Self {
@@ -187,7 +205,7 @@ impl PipelineFiles {
             return Err(mismatch(
                 "vocab_size",
                 format!(
-                    "{} is smaller than the tokenizer's {} tokens",
+                    "{} is smaller than the tokenizer's {} ids",
                     config.vocab_size,
                     tokenizer.vocab_size()
                 ),
@@ -212,13 +230,9 @@ impl PipelineFiles {
     }
 }
 
-/// The class of `part` in `model_index.json`: a `[library, class]` pair.
-fn component_class(
-    index: &JsonObject,
-    part: &str,
-    library: &str,
-    accepted: &[&str],
-) -> Result<String> {
+/// The class of a part in `model_index.json`: a `[library, class]` pair.
+fn component_class(index: &JsonObject, spec: &PartSpec) -> Result<String> {
+    let part = spec.name;
     let value = index.required(part)?;
     let pair = value
         .as_array()
@@ -230,18 +244,21 @@ fn component_class(
             format!("expected a [library, class] pair of strings, got {value}"),
         ));
     };
-    if lib != library {
+    if lib != spec.library {
         return Err(index.error(
             part,
-            format!("library \"{lib}\" is not supported (expected \"{library}\")"),
+            format!(
+                "library \"{lib}\" is not supported (expected \"{}\")",
+                spec.library
+            ),
         ));
     }
-    if !accepted.is_empty() && !accepted.contains(&class) {
+    if !spec.classes.is_empty() && !spec.classes.contains(&class) {
         return Err(index.error(
             part,
             format!(
                 "class \"{class}\" is not supported (supported: {})",
-                accepted.join(", ")
+                spec.classes.join(", ")
             ),
         ));
     }

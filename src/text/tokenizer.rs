@@ -1,11 +1,12 @@
 //! `ClipTokenizer`: the byte-level BPE tokenizer of CLIP text encoders, read from the
-//! `tokenizer/` folder of a diffusers pipeline (`vocab.json`, `merges.txt`,
-//! `tokenizer_config.json`), giving the ids transformers' `CLIPTokenizer` gives.
+//! `tokenizer/` folder of a diffusers pipeline (`vocab.json` + `merges.txt`, or
+//! `tokenizer.json`, and `tokenizer_config.json`), giving the ids transformers' `CLIPTokenizer`
+//! gives.
 //!
 //! The reference is transformers 5 (the version diffusers 0.42 runs with), whose `CLIPTokenizer`
 //! is built on the `tokenizers` library. For each prompt it:
 //! 1. splits the raw text on the special tokens (`<|startoftext|>`, `<|endoftext|>`, the pad
-//!    token, `added_tokens_decoder` entries), matched verbatim, leftmost and then longest first.
+//!    token, `tokenizer.json`'s `added_tokens`, `added_tokens_decoder` entries), matched verbatim, leftmost and then longest first.
 //!    SD 2.x tokenizers pad with `!`, so there every `!` of a prompt becomes the bare `!` token
 //!    (id of `!`, not `!</w>`);
 //! 2. normalises each other piece: Unicode NFC, every run of whitespace to one space, then
@@ -13,7 +14,8 @@
 //!    again on the special tokens marked `"normalized": true` (transformers 4 configs, as in the
 //!    hub SD folders, mark `<|startoftext|>` so: `<|StartOfText|>` in a prompt is then that
 //!    token). A token named twice (eos and unk are usually both `<|endoftext|>`) takes the flag
-//!    of its last mention in the order bos, eos, unk, pad, `added_tokens_decoder`; a plain
+//!    of its last mention in the order bos, eos, unk, pad, `added_tokens`,
+//!    `added_tokens_decoder`; a plain
 //!    string is not normalised;
 //! 3. pre-tokenises with CLIP's pattern
 //!    `<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+`
@@ -29,15 +31,18 @@
 //! transformers 4's Python `CLIPTokenizer` (ftfy or a BERT-style cleaner, no NFC for the
 //! special-token matching) is not the reference; ftfy plays no part in transformers 5.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 use regex::Regex;
-use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 use super::json::{JsonObject, read_text};
-use crate::error::{Error, Result};
+use super::tokenizer_files::{
+    END_OF_WORD, Special, TokenizerData, byte_chars, from_tokenizer_json, from_vocab_and_merges,
+};
+use crate::error::Result;
 
 /// CLIP's pre-tokenizer pattern (transformers' `CLIPTokenizer`).
 const CLIP_PATTERN: &str =
@@ -45,16 +50,6 @@ const CLIP_PATTERN: &str =
 /// The byte-level pre-tokenizer's GPT-2 pattern, restricted to text without whitespace (its
 /// optional leading space and whitespace alternatives cannot match there).
 const PIECE_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}+|[^\s\p{L}\p{N}]+";
-/// Marks the last symbol of a word.
-const END_OF_WORD: &str = "</w>";
-
-/// A special token: matched verbatim in the raw text, or (`normalized`) in the normalised text.
-#[derive(Debug, Clone)]
-struct Special {
-    content: String,
-    id: u32,
-    normalized: bool,
-}
 
 /// A piece of text between special tokens, or a special token.
 enum Piece<'a> {
@@ -84,30 +79,43 @@ pub struct ClipTokenizer {
 }
 
 impl ClipTokenizer {
-    /// Reads `vocab.json`, `merges.txt` and `tokenizer_config.json` from a pipeline's
-    /// `tokenizer/` folder.
+    /// Reads a pipeline's `tokenizer/` folder: `tokenizer_config.json` and either `vocab.json` +
+    /// `merges.txt` (the hub SD folders) or `tokenizer.json` (what transformers 5 writes).
     pub fn from_folder(dir: &Path) -> Result<Self> {
-        let vocab_path = dir.join("vocab.json");
-        let merges_path = dir.join("merges.txt");
         let config_path = dir.join("tokenizer_config.json");
-        Self::from_strs(
-            &read_text(&vocab_path)?,
-            &vocab_path.display().to_string(),
-            &read_text(&merges_path)?,
-            &merges_path.display().to_string(),
-            &read_text(&config_path)?,
-            &config_path.display().to_string(),
-        )
+        let config = read_text(&config_path)?;
+        let config_name = config_path.display().to_string();
+        let vocab_path = dir.join("vocab.json");
+        let json_path = dir.join("tokenizer.json");
+        if vocab_path.exists() || !json_path.exists() {
+            let merges_path = dir.join("merges.txt");
+            Self::from_strs(
+                &read_text(&vocab_path)?,
+                &vocab_path.display().to_string(),
+                &read_text(&merges_path)?,
+                &merges_path.display().to_string(),
+                &config,
+                &config_name,
+            )
+        } else {
+            Self::from_tokenizer_json_str(
+                &read_text(&json_path)?,
+                &json_path.display().to_string(),
+                &config,
+                &config_name,
+            )
+        }
     }
 
     /// Builds the tokenizer from the texts of `vocab.json`, `merges.txt` and
     /// `tokenizer_config.json`; the names are used in errors.
     ///
-    /// Errors ([`Error::Config`]) name the file and the key, token or line: a vocabulary that is
-    /// not an object of token -> id, a merges line that is not two tokens separated by one
-    /// space, a merge whose parts or result are not in the vocabulary, a byte-level character
-    /// missing from the vocabulary, a special token that is not in the vocabulary, or a
-    /// missing or too small `model_max_length`.
+    /// Errors ([`Error::Config`](crate::Error::Config)) name the file and the key, token or
+    /// line: a vocabulary that is not an object of token -> id, a merges line that is not two
+    /// tokens separated by one space (lines starting with `#version` are skipped), a merge whose
+    /// parts or result are not in the vocabulary, a byte-level character missing from the
+    /// vocabulary, a special token that is empty or not in the vocabulary, or a missing or too
+    /// small `model_max_length`.
     pub fn from_strs(
         vocab_text: &str,
         vocab_name: &str,
@@ -116,76 +124,49 @@ impl ClipTokenizer {
         config_text: &str,
         config_name: &str,
     ) -> Result<Self> {
-        let vocab = parse_vocab(vocab_text, vocab_name)?;
-        let byte_chars = byte_chars();
-        for c in byte_chars {
-            for token in [c.to_string(), format!("{c}{END_OF_WORD}")] {
-                if !vocab.contains_key(&token) {
-                    return Err(config_error(
-                        vocab_name,
-                        &token,
-                        "a byte-level symbol is missing from the vocabulary".into(),
-                    ));
-                }
-            }
-        }
-
-        let merges = parse_merges(merges_text, merges_name, &vocab, vocab_name)?;
-
         let config = JsonObject::parse(config_text, config_name)?;
-        let special = |key: &str, default: &str| -> Result<Special> {
-            let (content, normalized) = special_token(&config, key, default)?;
-            let id = vocab
-                .get(&content)
-                .copied()
-                .ok_or_else(|| config.error(key, format!("`{content}` is not in {vocab_name}")))?;
-            Ok(Special {
-                content,
-                id,
-                normalized,
-            })
-        };
-        let bos = special("bos_token", "<|startoftext|>")?;
-        let eos = special("eos_token", "<|endoftext|>")?;
-        let unk = special("unk_token", "<|endoftext|>")?;
-        let pad = special("pad_token", "<|endoftext|>")?;
-        let model_max_length = config.required_usize("model_max_length")?;
-        if model_max_length < 2 {
-            return Err(config.error(
-                "model_max_length",
-                format!("{model_max_length} leaves no room for <|startoftext|> and <|endoftext|>"),
-            ));
-        }
+        let data =
+            from_vocab_and_merges(vocab_text, vocab_name, merges_text, merges_name, &config)?;
+        Ok(Self::from_data(data))
+    }
 
-        let (bos_id, eos_id, unk_id, pad_id) = (bos.id, eos.id, unk.id, pad.id);
-        // A token registered again (eos and unk are usually the same) takes the later flags.
-        let mut specials: Vec<Special> = Vec::new();
-        for token in [bos, eos, unk, pad]
-            .into_iter()
-            .chain(added_tokens(&config)?)
-        {
-            match specials.iter_mut().find(|s| s.content == token.content) {
-                Some(known) => *known = token,
-                None => specials.push(token),
-            }
-        }
-        specials.sort_by(|a, b| b.content.len().cmp(&a.content.len()));
+    /// Builds the tokenizer from the texts of a `tokenizers` `tokenizer.json` and
+    /// `tokenizer_config.json`; the names are used in errors.
+    ///
+    /// The `tokenizer.json` must describe CLIP's tokenizer (normaliser NFC, whitespace, lower
+    /// case; CLIP's split pattern then byte-level pre-tokenisation; a BPE model with the `</w>`
+    /// suffix), else an [`Error::Config`](crate::Error::Config) names the field; its
+    /// `added_tokens` are special tokens. Otherwise the errors of [`ClipTokenizer::from_strs`].
+    pub fn from_tokenizer_json_str(
+        json_text: &str,
+        json_name: &str,
+        config_text: &str,
+        config_name: &str,
+    ) -> Result<Self> {
+        let config = JsonObject::parse(config_text, config_name)?;
+        Ok(Self::from_data(from_tokenizer_json(
+            json_text, json_name, &config,
+        )?))
+    }
 
-        Ok(Self {
-            tokens: vocab.iter().map(|(t, &id)| (id, t.clone())).collect(),
-            vocab,
-            merges,
-            byte_chars,
+    fn from_data(data: TokenizerData) -> Self {
+        let mut specials = data.specials;
+        specials.sort_by_key(|s| Reverse(s.content.len()));
+        Self {
+            tokens: data.vocab.iter().map(|(t, &id)| (id, t.clone())).collect(),
+            vocab: data.vocab,
+            merges: data.merges,
+            byte_chars: byte_chars(),
             specials,
-            bos: bos_id,
-            eos: eos_id,
-            pad: pad_id,
-            unk: unk_id,
-            model_max_length,
+            bos: data.bos,
+            eos: data.eos,
+            pad: data.pad,
+            unk: data.unk,
+            model_max_length: data.model_max_length,
             clip_pattern: Regex::new(CLIP_PATTERN).expect("valid pattern"),
             piece_pattern: Regex::new(PIECE_PATTERN).expect("valid pattern"),
             whitespace: Regex::new(r"\s+").expect("valid pattern"),
-        })
+        }
     }
 
     /// The text encoder's sequence length (`model_max_length` of `tokenizer_config.json`, 77 in
@@ -194,9 +175,15 @@ impl ClipTokenizer {
         self.model_max_length
     }
 
-    /// The number of entries of `vocab.json`.
+    /// The number of ids: one more than the largest id of the vocabulary and the special tokens
+    /// (the vocabulary's size for the CLIP tokenizers, whose special tokens are in it).
     pub fn vocab_size(&self) -> usize {
-        self.vocab.len()
+        let largest = self
+            .vocab
+            .values()
+            .chain(self.specials.iter().map(|s| &s.id))
+            .max();
+        largest.map_or(0, |&id| id as usize + 1)
     }
 
     /// The id of `<|startoftext|>` (the config's `bos_token`).
@@ -313,10 +300,13 @@ impl ClipTokenizer {
         }
     }
 
-    /// Applies the merges to one pre-tokenised, byte-mapped piece.
+    /// Applies the merges to one pre-tokenised, byte-mapped piece: always the adjacent pair of
+    /// lowest rank, the leftmost of equal ones (a heap of candidate pairs, as `tokenizers` does,
+    /// so that long words take O(n log n)).
     fn bpe(&self, piece: &str, f: &mut dyn FnMut(&str, u32)) {
+        const NONE: usize = usize::MAX;
         let chars: Vec<char> = piece.chars().collect();
-        let mut symbols: Vec<u32> = chars
+        let mut ids: Vec<u32> = chars
             .iter()
             .enumerate()
             .map(|(i, c)| {
@@ -327,21 +317,40 @@ impl ClipTokenizer {
                 self.vocab.get(&symbol).copied().unwrap_or(self.unk)
             })
             .collect();
-        loop {
-            let best = symbols
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, pair)| {
-                    self.merges
-                        .get(&(pair[0], pair[1]))
-                        .map(|&(rank, id)| (rank, i, id))
-                })
-                .min();
-            let Some((_, i, id)) = best else { break };
-            symbols[i] = id;
-            symbols.remove(i + 1);
+        let n = ids.len();
+        // A doubly linked list over the symbols; merged-away symbols are unlinked.
+        let mut next: Vec<usize> = (1..=n).map(|i| if i < n { i } else { NONE }).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(NONE)).collect();
+        let mut alive = vec![true; n];
+        // Candidate merges: (rank, position of the left symbol, merged id).
+        let mut heap = BinaryHeap::new();
+        let candidate = |left: u32, right: u32, pos: usize| {
+            self.merges
+                .get(&(left, right))
+                .map(|&(rank, id)| Reverse((rank, pos, id)))
+        };
+        heap.extend((0..n.saturating_sub(1)).filter_map(|i| candidate(ids[i], ids[i + 1], i)));
+        while let Some(Reverse((rank, pos, id))) = heap.pop() {
+            let right = next[pos];
+            // Stale when either symbol has changed since the pair was pushed.
+            if !alive[pos] || right == NONE {
+                continue;
+            }
+            if self.merges.get(&(ids[pos], ids[right])) != Some(&(rank, id)) {
+                continue;
+            }
+            ids[pos] = id;
+            alive[right] = false;
+            next[pos] = next[right];
+            if next[pos] != NONE {
+                prev[next[pos]] = pos;
+                heap.extend(candidate(id, ids[next[pos]], pos));
+            }
+            if prev[pos] != NONE {
+                heap.extend(candidate(ids[prev[pos]], id, prev[pos]));
+            }
         }
-        for id in symbols {
+        for (id, _) in ids.into_iter().zip(alive).filter(|&(_, alive)| alive) {
             f(self.token(id), id);
         }
     }
@@ -350,150 +359,4 @@ impl ClipTokenizer {
     fn token(&self, id: u32) -> &str {
         self.tokens.get(&id).map_or("", String::as_str)
     }
-}
-
-fn config_error(source_name: &str, key: &str, message: String) -> Error {
-    Error::Config {
-        source_name: source_name.to_string(),
-        key: key.to_string(),
-        message,
-    }
-}
-
-/// `vocab.json`: an object of token -> id.
-fn parse_vocab(text: &str, name: &str) -> Result<HashMap<String, u32>> {
-    let object = JsonObject::parse(text, name)?;
-    object
-        .map
-        .iter()
-        .map(|(token, id)| {
-            id.as_u64()
-                .and_then(|id| u32::try_from(id).ok())
-                .map(|id| (token.clone(), id))
-                .ok_or_else(|| object.error(token, format!("expected an id (u32), got {id}")))
-        })
-        .collect()
-}
-
-/// `merges.txt`: one merge per line in rank order, `left right` separated by one space; lines
-/// starting with `#version` are skipped. A later duplicate of a merge overrides its rank.
-fn parse_merges(
-    text: &str,
-    name: &str,
-    vocab: &HashMap<String, u32>,
-    vocab_name: &str,
-) -> Result<HashMap<(u32, u32), (u32, u32)>> {
-    let mut merges = HashMap::new();
-    let mut rank = 0u32;
-    for (index, line) in text.lines().enumerate() {
-        if line.starts_with("#version") {
-            continue;
-        }
-        let key = format!("line {}", index + 1);
-        let (left, right) = line
-            .split_once(' ')
-            .filter(|(_, right)| !right.contains(' '))
-            .ok_or_else(|| {
-                config_error(
-                    name,
-                    &key,
-                    format!("expected two tokens separated by one space, got {line:?}"),
-                )
-            })?;
-        let id = |token: &str| {
-            vocab.get(token).copied().ok_or_else(|| {
-                config_error(name, &key, format!("`{token}` is not in {vocab_name}"))
-            })
-        };
-        let merged = id(&format!("{left}{right}"))?;
-        merges.insert((id(left)?, id(right)?), (rank, merged));
-        rank += 1;
-    }
-    Ok(merges)
-}
-
-/// A special token of `tokenizer_config.json` and its `normalized` flag: a string (not
-/// normalised), or an `AddedToken` object with a `content` string and an optional `normalized`
-/// flag (transformers 4's format); `default` when absent (transformers' defaults).
-fn special_token(config: &JsonObject, key: &str, default: &str) -> Result<(String, bool)> {
-    let (content, normalized) = match config.map.get(key) {
-        None => (default.to_string(), false),
-        Some(Value::String(s)) => (s.clone(), false),
-        Some(value @ Value::Object(_)) => added_token(value).ok_or_else(|| {
-            config.error(
-                key,
-                format!("expected an AddedToken with a `content` string, got {value}"),
-            )
-        })?,
-        Some(other) => {
-            return Err(config.error(
-                key,
-                format!("expected a string or an AddedToken object, got {other}"),
-            ));
-        }
-    };
-    if content.is_empty() {
-        return Err(config.error(key, "the token is empty".into()));
-    }
-    Ok((content, normalized))
-}
-
-/// The `content` and `normalized` flag (false when absent) of an `AddedToken` object.
-fn added_token(value: &Value) -> Option<(String, bool)> {
-    let content = value.get("content")?.as_str()?.to_string();
-    let normalized = match value.get("normalized") {
-        None => false,
-        Some(flag) => flag.as_bool()?,
-    };
-    Some((content, normalized))
-}
-
-/// The `added_tokens_decoder` entries of `tokenizer_config.json` (id -> AddedToken), if any,
-/// in id order.
-fn added_tokens(config: &JsonObject) -> Result<Vec<Special>> {
-    let key = "added_tokens_decoder";
-    let Some(value) = config.map.get(key) else {
-        return Ok(Vec::new());
-    };
-    let Value::Object(entries) = value else {
-        return Err(config.error(key, format!("expected an object, got {value}")));
-    };
-    let mut tokens = entries
-        .iter()
-        .map(
-            |(id, token)| match (id.parse::<u32>(), added_token(token)) {
-                (Ok(id), Some((content, normalized))) if !content.is_empty() => Ok(Special {
-                    content,
-                    id,
-                    normalized,
-                }),
-                _ => Err(config.error(
-                    key,
-                    format!(
-                        "entry {id:?}: expected an id -> AddedToken with a non-empty `content`"
-                    ),
-                )),
-            },
-        )
-        .collect::<Result<Vec<_>>>()?;
-    tokens.sort_by_key(|t| t.id);
-    Ok(tokens)
-}
-
-/// The byte-level alphabet: printable Latin-1 bytes map to themselves, the 68 others to
-/// U+0100 onwards in byte order.
-fn byte_chars() -> [char; 256] {
-    let printable = |b: u8| matches!(b, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
-    let mut chars = ['\0'; 256];
-    let mut next = 0x100u32;
-    for b in 0..=255u8 {
-        chars[usize::from(b)] = if printable(b) {
-            char::from(b)
-        } else {
-            next += 1;
-            // U+0100..U+0143 are all characters.
-            char::from_u32(next - 1).unwrap_or(char::REPLACEMENT_CHARACTER)
-        };
-    }
-    chars
 }
