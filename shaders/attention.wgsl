@@ -58,7 +58,8 @@ struct AttentionParams {
     slices: u32,
     // Factor applied to every product of `matmul`.
     scale: f32,
-    _pad: u32,
+    // 1: `softmax` masks column c of row r when c > r (a causal self-attention).
+    causal: u32,
     a: Operand,
     b: Operand,
     c: Operand,
@@ -211,8 +212,10 @@ fn softmax(
         return;
     }
     let z = index / p.m;
-    let start = slice_base(p.c, z) + (index % p.m) * p.c.row;
-    let end = start + p.n * p.c.col;
+    let row = index % p.m;
+    let start = slice_base(p.c, z) + row * p.c.row;
+    let count = select(p.n, min(p.n, row + 1u), p.causal == 1u);
+    let end = start + count * p.c.col;
     var row_max = LOWEST;
     var sum = 0.0;
     for (var at = start; at < end; at += p.c.col) {
@@ -224,5 +227,8 @@ fn softmax(
     let inv_sum = 1.0 / sum;
     for (var at = start; at < end; at += p.c.col) {
         c[at] = exp(c[at] - row_max) * inv_sum;
+    }
+    for (var at = end; at < start + p.n * p.c.col; at += p.c.col) {
+        c[at] = 0.0;
     }
 }

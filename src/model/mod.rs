@@ -1,5 +1,6 @@
 //! Noise-prediction models: the trait the sampler drives, and an analytic test model.
 
+pub mod clip_text;
 mod linear;
 pub mod unet;
 pub mod vae;

@@ -75,7 +75,8 @@ struct AttentionParams {
     first: u32,
     slices: u32,
     scale: f32,
-    _pad: u32,
+    /// 1: a causal mask in `softmax`.
+    causal: u32,
     a: Operand,
     b: Operand,
     c: Operand,
@@ -89,7 +90,7 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(AttentionParams 
     first,
     slices,
     scale,
-    _pad,
+    causal,
     a,
     b,
     c,
@@ -127,7 +128,7 @@ pub(crate) fn plain_matmul(
         first: 0,
         slices: shape.count as u32,
         scale: 1.0,
-        _pad: 0,
+        causal: 0,
         a: operand(k, m * k),
         b: operand(n, k * n),
         c: operand(n, m * n),
@@ -145,6 +146,115 @@ pub(crate) fn plain_matmul(
         grid,
         Some(shape),
     );
+}
+
+/// The shape of a multi-head self-attention over token rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionShape {
+    /// Sequences.
+    pub batch: usize,
+    /// Tokens per sequence.
+    pub tokens: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+}
+
+/// Records causal multi-head self-attention over token rows: `qkv` is [B * T, 3C] (q, k, v
+/// side by side, C = heads * head_dim, as a stacked projection writes them); returns
+/// softmax(q k^T / sqrt(head_dim), causal) v as [B * T, C], heads side by side.
+pub(crate) fn token_attention(
+    graph: &mut GraphBuilder<'_>,
+    qkv: TensorId,
+    shape: AttentionShape,
+) -> Result<TensorId> {
+    let AttentionShape {
+        batch,
+        tokens,
+        heads,
+        head_dim,
+    } = shape;
+    let (t, d) = (tokens as u32, head_dim as u32);
+    let c = d * heads as u32;
+    let out = graph.tensor(batch * tokens * c as usize, "attention output")?;
+    let total = batch * heads;
+    let scores = graph.tensor(total * tokens * tokens, "attention scores")?;
+    // Element (row r, column j) of slice s = b * heads + h, as attention.wgsl addresses it.
+    let qkv_operand = |offset: u32, row: u32, col: u32| Operand {
+        offset,
+        batch: t * 3 * c,
+        head: d,
+        row,
+        col,
+        ..Operand::default()
+    };
+    let scores_operand = Operand {
+        slice: t * t,
+        row: t,
+        col: 1,
+        ..Operand::default()
+    };
+    let params = |m: u32, n: u32, k: u32, scale: f32, causal: u32, a, b, c| AttentionParams {
+        m,
+        n,
+        k,
+        heads: heads as u32,
+        first: 0,
+        slices: total as u32,
+        scale,
+        causal,
+        a,
+        b,
+        c,
+    };
+    // Scores S [t, t'] = Q [t, d] K^T [d, t'] / sqrt(d).
+    let q = qkv_operand(0, 3 * c, 1);
+    let k_t = qkv_operand(c, 1, 3 * c);
+    let scale = (1.0 / f64::from(d).sqrt()) as f32;
+    let scores_grid = grid(graph, matmul_blocks(total, tokens, tokens));
+    graph.dispatch(
+        &MATMUL,
+        &params(t, t, d, scale, 0, q, k_t, scores_operand),
+        &[
+            Resource::Tensor(qkv),
+            Resource::Tensor(qkv),
+            Resource::Tensor(scores),
+        ],
+        scores_grid,
+        Some(MatmulShape::batched(total, tokens, tokens, head_dim)),
+    );
+    let none = Operand::default();
+    let softmax_grid = grid(graph, total * tokens);
+    graph.dispatch(
+        &SOFTMAX,
+        &params(t, t, 0, 1.0, 1, none, none, scores_operand),
+        &[Resource::Unused, Resource::Unused, Resource::Tensor(scores)],
+        softmax_grid,
+        None,
+    );
+    // Out [t, d] = S [t, t'] V [t', d], written at row t, columns h * d.. of [B * T, C].
+    let v = qkv_operand(2 * c, 3 * c, 1);
+    let out_operand = Operand {
+        batch: t * c,
+        head: d,
+        row: c,
+        col: 1,
+        ..Operand::default()
+    };
+    let out_grid = grid(graph, matmul_blocks(total, tokens, head_dim));
+    graph.dispatch(
+        &MATMUL,
+        &params(t, d, t, 1.0, 0, scores_operand, v, out_operand),
+        &[
+            Resource::Tensor(scores),
+            Resource::Tensor(qkv),
+            Resource::Tensor(out),
+        ],
+        out_grid,
+        Some(MatmulShape::batched(total, tokens, head_dim, tokens)),
+    );
+    Ok(out)
 }
 
 /// How an [`AttentionBlock`] is built.
@@ -283,7 +393,7 @@ impl AttentionBlock {
                 first: first as u32,
                 slices: slices as u32,
                 scale,
-                _pad: 0,
+                causal: 0,
                 a,
                 b,
                 c,

@@ -1,6 +1,6 @@
-//! The linear family (shaders/linear.wgsl): `nn.Linear` on a batch of vectors, with an
-//! optional SiLU on its input or output (the time-embedding MLP, each resnet's
-//! `time_emb_proj`).
+//! The linear family (shaders/linear.wgsl): `nn.Linear` on a batch of vectors (or of tokens),
+//! with an optional activation on its input or output (the time-embedding MLP, each resnet's
+//! `time_emb_proj`, the text encoder's projections and MLP).
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use super::{Activation, WeightPath};
@@ -35,9 +35,9 @@ struct LinearParams {
     in_features: u32,
     out_features: u32,
     /// An [`Activation`] applied to the input.
-    input_silu: u32,
+    input_act: u32,
     /// An [`Activation`] applied to the output.
-    output_silu: u32,
+    output_act: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -47,8 +47,8 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(LinearParams {
     batch,
     in_features,
     out_features,
-    input_silu,
-    output_silu,
+    input_act,
+    output_act,
     _pad0,
     _pad1,
     _pad2,
@@ -86,6 +86,36 @@ impl Linear {
         })
     }
 
+    /// One layer whose rows are those of the `[out_each, in]` layers `names` under `path`,
+    /// stacked in order (a fused q/k/v projection).
+    pub fn stacked(
+        path: &mut WeightPath<'_>,
+        names: &[&str],
+        in_features: usize,
+        out_each: usize,
+    ) -> Result<Self> {
+        let mut weight = Vec::with_capacity(names.len() * out_each * in_features);
+        let mut bias = Vec::with_capacity(names.len() * out_each);
+        for name in names {
+            let mut layer = path.pp(name);
+            weight.extend(layer.take("weight", &[out_each, in_features])?);
+            bias.extend(layer.take("bias", &[out_each])?);
+        }
+        let out_features = names.len() * out_each;
+        let label = format!("{}+", path.name(names.first().copied().unwrap_or_default()));
+        Ok(Self {
+            weight: GpuTensor::from_slice(
+                path.gpu(),
+                &[out_features, in_features],
+                &weight,
+                &label,
+            )?,
+            bias: GpuTensor::from_slice(path.gpu(), &[out_features], &bias, &label)?,
+            in_features,
+            out_features,
+        })
+    }
+
     /// Output features.
     pub fn out_features(&self) -> usize {
         self.out_features
@@ -105,8 +135,8 @@ impl Linear {
             batch: batch as u32,
             in_features: self.in_features as u32,
             out_features: self.out_features as u32,
-            input_silu: activations.input as u32,
-            output_silu: activations.output as u32,
+            input_act: activations.input as u32,
+            output_act: activations.output as u32,
             _pad0: 0,
             _pad1: 0,
             _pad2: 0,

@@ -47,6 +47,10 @@ pub(crate) enum Activation {
     Identity = 0,
     /// `x * sigmoid(x)`.
     Silu = 1,
+    /// `x * sigmoid(1.702 x)` (CLIP's `quick_gelu`).
+    QuickGelu = 2,
+    /// `x * Phi(x)`, with the exact error function (`gelu`).
+    Gelu = 3,
 }
 
 /// A graph tensor of shape [batch, channels, height, width].

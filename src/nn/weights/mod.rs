@@ -100,6 +100,33 @@ impl Weights {
         Self::from_bytes(&bytes, &file_name)
     }
 
+    /// Reads the shards of one checkpoint (or its one file) as one set of tensors; a name in
+    /// two shards is an error naming both files.
+    pub fn from_files(paths: &[std::path::PathBuf]) -> Result<Self> {
+        let mut files = paths.iter().map(|path| Self::from_file(path));
+        let mut merged = match files.next() {
+            Some(first) => first?,
+            None => {
+                return Err(checkpoint(
+                    "(no files)",
+                    "(file)",
+                    "no safetensors file given".into(),
+                ));
+            }
+        };
+        for shard in files {
+            let shard = shard?;
+            for (name, stored) in shard.tensors {
+                if merged.tensors.contains_key(&name) {
+                    let message = format!("also stored in {}", merged.file);
+                    return Err(checkpoint(&shard.file, &name, message));
+                }
+                merged.tensors.insert(name, stored);
+            }
+        }
+        Ok(merged)
+    }
+
     /// Parses the bytes of a safetensors file; `file` names it in errors.
     pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Self> {
         let file_len = bytes.len() as u64;
