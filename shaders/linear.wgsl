@@ -1,7 +1,6 @@
 // Fully connected layer on a batch of vectors, with an optional activation on its input and
 // output (the time-embedding MLP and each resnet's time_emb_proj, which reads SiLU(emb); the
-// text encoder's MLP, with quick_gelu or gelu). Activation codes: 0 none, 1 SiLU,
-// 2 quick_gelu (x * sigmoid(1.702 x)), 3 gelu (exact, with erf).
+// text encoder's MLP, with quick_gelu or gelu). Activation codes: shaders/activations.wgsl.
 //
 // Bindings (group 0):
 //   0 params  uniform LinearParams
@@ -29,34 +28,7 @@ struct LinearParams {
 
 const WORKGROUP_SIZE: u32 = 256u;
 
-fn silu(x: f32) -> f32 {
-    return x / (1.0 + exp(-x));
-}
-
-// erf(x) to within 1.5e-7 (Abramowitz and Stegun 7.1.26); WGSL has no erf.
-fn erf(x: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
-        + t * (-1.453152027 + t * 1.061405429))));
-    return sign(x) * (1.0 - poly * exp(-x * x));
-}
-
-fn activate(x: f32, code: u32) -> f32 {
-    switch code {
-        case 1u: {
-            return silu(x);
-        }
-        case 2u: {
-            return x / (1.0 + exp(-1.702 * x));
-        }
-        case 3u: {
-            return 0.5 * x * (1.0 + erf(x * 0.70710678118654752));
-        }
-        default: {
-            return x;
-        }
-    }
-}
+// silu, erf, activate: shaders/activations.wgsl, prepended.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn linear(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::nn::attention::{AttentionShape, token_attention};
+use crate::nn::attention::{AttentionShape, TokenOperand, multihead_attention};
 use crate::nn::elementwise::add;
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
 use crate::nn::linear::{Linear, LinearActivations};
@@ -293,9 +293,11 @@ impl ClipTextModel {
         };
         let attention = AttentionShape {
             batch,
-            tokens,
+            queries: tokens,
+            keys: tokens,
             heads: self.config.num_attention_heads,
             head_dim: self.config.head_dim(),
+            causal: true,
         };
         for layer in &self.layers[..last_layer] {
             let h = layer.layer_norm1.record(
@@ -307,7 +309,12 @@ impl ClipTextModel {
             let qkv = layer
                 .qkv
                 .record(&mut g, rows, h.id, LinearActivations::default(), "qkv")?;
-            let attended = token_attention(&mut g, qkv, attention)?;
+            let part = |offset| TokenOperand {
+                tensor: qkv,
+                offset,
+                row: 3 * c,
+            };
+            let attended = multihead_attention(&mut g, [part(0), part(c), part(2 * c)], attention)?;
             let projected = layer.out_proj.record(
                 &mut g,
                 rows,

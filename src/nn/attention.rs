@@ -148,112 +148,158 @@ pub(crate) fn plain_matmul(
     );
 }
 
-/// The shape of a multi-head self-attention over token rows.
+/// Where one of q, k, v lives in a token-major tensor: token t of sequence b, head h, channel
+/// d is at `offset + (b * tokens + t) * row + h * head_dim + d`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokenOperand {
+    /// The tensor.
+    pub tensor: TensorId,
+    /// Elements before the first q (or k, v) value.
+    pub offset: usize,
+    /// Elements per token row.
+    pub row: usize,
+}
+
+/// The shape of a multi-head attention over token rows.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttentionShape {
     /// Sequences.
     pub batch: usize,
-    /// Tokens per sequence.
-    pub tokens: usize,
+    /// Query tokens per sequence.
+    pub queries: usize,
+    /// Key (and value) tokens per sequence: `queries` for a self-attention.
+    pub keys: usize,
     /// Heads.
     pub heads: usize,
     /// Channels per head.
     pub head_dim: usize,
+    /// Mask key j for query i when j > i (a causal self-attention).
+    pub causal: bool,
 }
 
-/// Records causal multi-head self-attention over token rows: `qkv` is [B * T, 3C] (q, k, v
-/// side by side, C = heads * head_dim, as a stacked projection writes them); returns
-/// softmax(q k^T / sqrt(head_dim), causal) v as [B * T, C], heads side by side.
-pub(crate) fn token_attention(
+/// Records multi-head attention over token rows: softmax(q k^T / sqrt(head_dim)) v for every
+/// (sequence, head), written as [B * queries, heads * head_dim] with the heads side by side.
+/// The scores are computed for as many (sequence, head) slices at once as the device's
+/// binding limit allows.
+pub(crate) fn multihead_attention(
     graph: &mut GraphBuilder<'_>,
-    qkv: TensorId,
+    [q, k, v]: [TokenOperand; 3],
     shape: AttentionShape,
 ) -> Result<TensorId> {
     let AttentionShape {
         batch,
-        tokens,
+        queries,
+        keys,
         heads,
         head_dim,
+        causal,
     } = shape;
-    let (t, d) = (tokens as u32, head_dim as u32);
+    let (tq, tk, d) = (queries as u32, keys as u32, head_dim as u32);
     let c = d * heads as u32;
-    let out = graph.tensor(batch * tokens * c as usize, "attention output")?;
+    let out = graph.tensor(batch * queries * c as usize, "attention output")?;
     let total = batch * heads;
-    let scores = graph.tensor(total * tokens * tokens, "attention scores")?;
+    let per_slice = queries * keys;
+    let (scores, chunk) = match graph.tensor(total * per_slice, "attention scores") {
+        Ok(id) => (id, total),
+        Err(Error::TooLarge { limit, .. }) if limit >= (per_slice * 4) as u64 => {
+            let chunk = (limit / (per_slice * 4) as u64) as usize;
+            (graph.tensor(chunk * per_slice, "attention scores")?, chunk)
+        }
+        Err(error) => return Err(error),
+    };
     // Element (row r, column j) of slice s = b * heads + h, as attention.wgsl addresses it.
-    let qkv_operand = |offset: u32, row: u32, col: u32| Operand {
-        offset,
-        batch: t * 3 * c,
+    let token = |o: TokenOperand, tokens: u32, transposed: bool| Operand {
+        offset: o.offset as u32,
+        batch: tokens * o.row as u32,
         head: d,
-        row,
-        col,
+        row: if transposed { 1 } else { o.row as u32 },
+        col: if transposed { o.row as u32 } else { 1 },
         ..Operand::default()
     };
     let scores_operand = Operand {
-        slice: t * t,
-        row: t,
+        slice: tq * tk,
+        row: tk,
         col: 1,
         ..Operand::default()
     };
-    let params = |m: u32, n: u32, k: u32, scale: f32, causal: u32, a, b, c| AttentionParams {
-        m,
-        n,
-        k,
-        heads: heads as u32,
-        first: 0,
-        slices: total as u32,
-        scale,
-        causal,
-        a,
-        b,
-        c,
-    };
-    // Scores S [t, t'] = Q [t, d] K^T [d, t'] / sqrt(d).
-    let q = qkv_operand(0, 3 * c, 1);
-    let k_t = qkv_operand(c, 1, 3 * c);
-    let scale = (1.0 / f64::from(d).sqrt()) as f32;
-    let scores_grid = grid(graph, matmul_blocks(total, tokens, tokens));
-    graph.dispatch(
-        &MATMUL,
-        &params(t, t, d, scale, 0, q, k_t, scores_operand),
-        &[
-            Resource::Tensor(qkv),
-            Resource::Tensor(qkv),
-            Resource::Tensor(scores),
-        ],
-        scores_grid,
-        Some(MatmulShape::batched(total, tokens, tokens, head_dim)),
-    );
-    let none = Operand::default();
-    let softmax_grid = grid(graph, total * tokens);
-    graph.dispatch(
-        &SOFTMAX,
-        &params(t, t, 0, 1.0, 1, none, none, scores_operand),
-        &[Resource::Unused, Resource::Unused, Resource::Tensor(scores)],
-        softmax_grid,
-        None,
-    );
-    // Out [t, d] = S [t, t'] V [t', d], written at row t, columns h * d.. of [B * T, C].
-    let v = qkv_operand(2 * c, 3 * c, 1);
     let out_operand = Operand {
-        batch: t * c,
+        batch: tq * c,
         head: d,
         row: c,
         col: 1,
         ..Operand::default()
     };
-    let out_grid = grid(graph, matmul_blocks(total, tokens, head_dim));
-    graph.dispatch(
-        &MATMUL,
-        &params(t, d, t, 1.0, 0, scores_operand, v, out_operand),
-        &[
-            Resource::Tensor(scores),
-            Resource::Tensor(qkv),
-            Resource::Tensor(out),
-        ],
-        out_grid,
-        Some(MatmulShape::batched(total, tokens, head_dim, tokens)),
-    );
+    let scale = (1.0 / f64::from(d).sqrt()) as f32;
+    for first in (0..total).step_by(chunk) {
+        let slices = chunk.min(total - first);
+        let params =
+            |m: u32, n: u32, inner: u32, scale: f32, mask: bool, a, b, c| AttentionParams {
+                m,
+                n,
+                k: inner,
+                heads: heads as u32,
+                first: first as u32,
+                slices: slices as u32,
+                scale,
+                causal: u32::from(mask),
+                a,
+                b,
+                c,
+            };
+        // Scores S [tq, tk] = Q [tq, d] K^T [d, tk] / sqrt(d).
+        let scores_grid = grid(graph, matmul_blocks(slices, queries, keys));
+        graph.dispatch(
+            &MATMUL,
+            &params(
+                tq,
+                tk,
+                d,
+                scale,
+                false,
+                token(q, tq, false),
+                token(k, tk, true),
+                scores_operand,
+            ),
+            &[
+                Resource::Tensor(q.tensor),
+                Resource::Tensor(k.tensor),
+                Resource::Tensor(scores),
+            ],
+            scores_grid,
+            Some(MatmulShape::batched(slices, queries, keys, head_dim)),
+        );
+        let none = Operand::default();
+        let softmax_grid = grid(graph, slices * queries);
+        graph.dispatch(
+            &SOFTMAX,
+            &params(tq, tk, 0, 1.0, causal, none, none, scores_operand),
+            &[Resource::Unused, Resource::Unused, Resource::Tensor(scores)],
+            softmax_grid,
+            None,
+        );
+        // Out [tq, d] = S [tq, tk] V [tk, d], at row t, columns h * d.. of the output.
+        let out_grid = grid(graph, matmul_blocks(slices, queries, head_dim));
+        graph.dispatch(
+            &MATMUL,
+            &params(
+                tq,
+                d,
+                tk,
+                1.0,
+                false,
+                scores_operand,
+                token(v, tk, false),
+                out_operand,
+            ),
+            &[
+                Resource::Tensor(scores),
+                Resource::Tensor(v.tensor),
+                Resource::Tensor(out),
+            ],
+            out_grid,
+            Some(MatmulShape::batched(slices, queries, head_dim, keys)),
+        );
+    }
     Ok(out)
 }
 

@@ -7,7 +7,10 @@ use crate::error::Result;
 use crate::gpu::{Binding, KernelSpec, WorkgroupSize};
 use crate::params_layout;
 
-const SOURCE: &str = include_str!("../../shaders/elementwise.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../shaders/activations.wgsl"),
+    include_str!("../../shaders/elementwise.wgsl")
+);
 const BINDINGS: &[Binding] = &[
     Binding::Uniform,
     Binding::StorageRead,
@@ -45,9 +48,29 @@ static CONCAT: KernelSpec = KernelSpec {
     workgroup_size: WorkgroupSize::Fixed,
 };
 
+/// `out[n, j, i] = a[n, i, j]`.
+static TRANSPOSE: KernelSpec = KernelSpec {
+    name: "elementwise",
+    source: SOURCE,
+    entry_point: "transpose",
+    bindings: BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
+/// `out[r, j] = a[r, j] * gelu(a[r, F + j])`.
+static GEGLU: KernelSpec = KernelSpec {
+    name: "elementwise",
+    source: SOURCE,
+    entry_point: "geglu",
+    bindings: BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT];
+pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &TRANSPOSE, &GEGLU];
 
 /// Mirrors `ElementwiseParams` in shaders/elementwise.wgsl.
 #[repr(C)]
@@ -171,4 +194,64 @@ pub(crate) fn concat(
         channels,
         ..first
     })
+}
+
+/// Records the batched transpose of `input` [n, rows, cols] into [n, cols, rows].
+pub(crate) fn transpose(
+    graph: &mut GraphBuilder<'_>,
+    input: TensorId,
+    [n, rows, cols]: [usize; 3],
+    name: &str,
+) -> Result<TensorId> {
+    let len = n * rows * cols;
+    let out = graph.tensor(len, name)?;
+    let grid = graph.grid_for(len);
+    let params = ElementwiseParams {
+        len: len as u32,
+        a_plane: rows as u32,
+        b_plane: cols as u32,
+        ..Default::default()
+    };
+    graph.dispatch(
+        &TRANSPOSE,
+        &params,
+        &[
+            Resource::Tensor(input),
+            Resource::Unused,
+            Resource::Tensor(out),
+        ],
+        grid,
+        None,
+    );
+    Ok(out)
+}
+
+/// Records GEGLU on `input` [rows, 2 * features]: `hidden * gelu(gate)` with `hidden, gate`
+/// the two halves of each row; returns [rows, features].
+pub(crate) fn geglu(
+    graph: &mut GraphBuilder<'_>,
+    input: TensorId,
+    [rows, features]: [usize; 2],
+    name: &str,
+) -> Result<TensorId> {
+    let len = rows * features;
+    let out = graph.tensor(len, name)?;
+    let grid = graph.grid_for(len);
+    let params = ElementwiseParams {
+        len: len as u32,
+        a_plane: features as u32,
+        ..Default::default()
+    };
+    graph.dispatch(
+        &GEGLU,
+        &params,
+        &[
+            Resource::Tensor(input),
+            Resource::Unused,
+            Resource::Tensor(out),
+        ],
+        grid,
+        None,
+    );
+    Ok(out)
 }

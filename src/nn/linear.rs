@@ -10,7 +10,10 @@ use crate::params_layout;
 
 static LINEAR: KernelSpec = KernelSpec {
     name: "linear",
-    source: include_str!("../../shaders/linear.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/activations.wgsl"),
+        include_str!("../../shaders/linear.wgsl")
+    ),
     entry_point: "linear",
     bindings: &[
         Binding::Uniform,
