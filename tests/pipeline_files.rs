@@ -273,7 +273,12 @@ fn model_index_entries_are_checked() {
             Some(r#"["diffusers"]"#),
             "[library, class] pair",
         ),
-        ("_class_name", Some("3"), "expected a string"),
+        ("_class_name", Some("3"), "unsupported pipeline 3"),
+        (
+            "_class_name",
+            Some("\"StableDiffusionXLPipeline\""),
+            "supported: StableDiffusionPipeline, StableDiffusionImg2ImgPipeline",
+        ),
     ];
     let original = fs::read_to_string(&index).unwrap();
     for &(key, value, text) in cases {
@@ -298,8 +303,20 @@ fn model_index_entries_are_checked() {
         "tokenizer",
         Some(r#"["transformers", "CLIPTokenizerFast"]"#),
     );
+    edit_json(
+        &index,
+        "_class_name",
+        Some("\"StableDiffusionImg2ImgPipeline\""),
+    );
     let files = PipelineFiles::open(&root, None).unwrap();
     assert_eq!(files.scheduler.class_name, "PNDMScheduler");
+    assert_eq!(files.class_name, "StableDiffusionImg2ImgPipeline");
+    for bad in ["", "fp16/../x", "f p"] {
+        match PipelineFiles::open(&root, Some(bad)) {
+            Err(Error::InvalidSetting { setting, .. }) => assert_eq!(setting, "variant"),
+            other => panic!("variant {bad:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]

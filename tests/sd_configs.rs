@@ -4,7 +4,7 @@
 mod sd_folders;
 
 use diffusion_wgpu::Error;
-use diffusion_wgpu::text::{ClipTextConfig, VaeConfig};
+use diffusion_wgpu::text::{ClipActivation, ClipTextConfig, VaeConfig};
 use sd_folders::{assert_config_error, copy_of, edit_json};
 
 /// The sd1 text encoder config with `key` set (or removed).
@@ -176,4 +176,43 @@ fn vae_config_values_are_checked() {
         "(file)",
         "JSON object",
     );
+}
+
+/// The released SD 1.5 / SD 2.1 text encoder and VAE configs (as the hub folders hold them,
+/// transformers 4 / diffusers 0.x metadata included; values from those files).
+#[test]
+fn released_sd_configs_parse() {
+    let sd15_text = r#"{"_name_or_path": "openai/clip-vit-large-patch14",
+        "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0,
+        "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu", "hidden_size": 768,
+        "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 3072,
+        "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
+        "num_attention_heads": 12, "num_hidden_layers": 12, "pad_token_id": 1,
+        "projection_dim": 768, "torch_dtype": "float32", "transformers_version": "4.22.0.dev0",
+        "vocab_size": 49408}"#;
+    let config = ClipTextConfig::from_json_str(sd15_text, "sd15").unwrap();
+    assert_eq!((config.hidden_size, config.head_dim()), (768, 64));
+    assert_eq!(config.eos_token_id, Some(2));
+    let sd21_text = sd15_text
+        .replace("\"quick_gelu\"", "\"gelu\"")
+        .replace("\"hidden_size\": 768", "\"hidden_size\": 1024")
+        .replace("3072", "4096")
+        .replace("\"num_attention_heads\": 12", "\"num_attention_heads\": 16")
+        .replace("\"num_hidden_layers\": 12", "\"num_hidden_layers\": 23")
+        .replace("\"projection_dim\": 768", "\"projection_dim\": 512");
+    let config = ClipTextConfig::from_json_str(&sd21_text, "sd21").unwrap();
+    assert_eq!(config.hidden_act, ClipActivation::Gelu);
+    assert_eq!((config.num_hidden_layers, config.head_dim()), (23, 64));
+
+    let sd_vae = r#"{"_class_name": "AutoencoderKL", "_diffusers_version": "0.6.0",
+        "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D",
+        "DownEncoderBlock2D"], "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+        "norm_num_groups": 32, "out_channels": 3, "sample_size": 512,
+        "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D",
+        "UpDecoderBlock2D"]}"#;
+    let config = VaeConfig::from_json_str(sd_vae, "vae").unwrap();
+    assert_eq!(config.downscale_factor(), 8);
+    assert_eq!(config.scaling_factor, 0.18215);
+    assert!(config.mid_block_add_attention && config.use_post_quant_conv);
 }

@@ -204,7 +204,7 @@ fn special_token_ids_and_lengths_come_from_the_folder() {
 }
 
 /// A copy of the sd1 tokenizer folder with `file` replaced by `contents`.
-fn broken_copy(name: &str, file: &str, contents: &str) -> PathBuf {
+fn broken_copy(name: &str, file: &str, contents: &str) -> TempDir {
     let src = fixtures().join("sd1_tiny/tokenizer");
     let dir = std::env::temp_dir().join(format!("dw_tok_{}_{name}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
@@ -212,7 +212,23 @@ fn broken_copy(name: &str, file: &str, contents: &str) -> PathBuf {
         fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     fs::write(dir.join(file), contents).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Asserts a Config error naming `file` and `key` whose message contains `part`.

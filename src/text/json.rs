@@ -184,23 +184,20 @@ impl JsonObject {
         }
     }
 
-    /// Logs a warning for every key that is neither in `known` nor `_`-prefixed metadata; returns
-    /// them, sorted.
-    pub fn warn_unknown(&self, known: &[&str], what: &str) -> Vec<String> {
-        let mut unknown: Vec<String> = self
+    /// Logs a warning for every key that is neither in `known` nor `_`-prefixed metadata.
+    pub fn warn_unknown(&self, known: &[&str], what: &str) {
+        let mut unknown: Vec<&String> = self
             .map
             .keys()
             .filter(|key| !key.starts_with('_') && !known.contains(&key.as_str()))
-            .cloned()
             .collect();
         unknown.sort_unstable();
-        for key in &unknown {
+        for key in unknown {
             log::warn!(
                 "{}: `{key}` is not a {what} parameter; ignored",
                 self.source_name
             );
         }
-        unknown
     }
 }
 

@@ -66,7 +66,8 @@ pub struct SchedulerPart {
 pub struct PipelineFiles {
     /// The folder.
     pub root: PathBuf,
-    /// The pipeline class of `model_index.json` (`StableDiffusionPipeline`, ...).
+    /// The pipeline class of `model_index.json` (`StableDiffusionPipeline` or
+    /// `StableDiffusionImg2ImgPipeline`; empty when the file names none).
     pub class_name: String,
     /// The `UNet2DConditionModel`.
     pub unet: ModelPart,
@@ -79,6 +80,10 @@ pub struct PipelineFiles {
     /// The scheduler.
     pub scheduler: SchedulerPart,
 }
+
+/// The pipelines whose folders are read: text-to-image and image-to-image Stable Diffusion 1.x /
+/// 2.x (their folders are the same).
+const PIPELINE_CLASSES: &[&str] = &["StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"];
 
 /// What `model_index.json` may name for a part, and the stem of its weights files.
 struct PartSpec {
@@ -125,16 +130,35 @@ impl PipelineFiles {
     /// `*.VARIANT.safetensors` weights are taken where they exist and the plain ones elsewhere,
     /// as diffusers does.
     ///
-    /// Errors: [`Error::Config`] for a `model_index.json` entry that is missing, malformed or
-    /// names an unsupported library or class; [`Error::Pipeline`] naming the part and path of
+    /// Errors: [`Error::InvalidSetting`] for a variant that is not a plain name;
+    /// [`Error::Config`] for a `model_index.json` entry that is missing, malformed or names an
+    /// unsupported pipeline, library or class (SDXL's `StableDiffusionXLPipeline` among them); [`Error::Pipeline`] naming the part and path of
     /// a missing folder, config, tokenizer file or weights file (including `*.bin`-only parts and
     /// missing shards); [`Error::Io`] for a file that cannot be read.
     pub fn open(root: &Path, variant: Option<&str>) -> Result<Self> {
+        if let Some(v) = variant {
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::InvalidSetting {
+                    setting: "variant",
+                    message: format!("{v:?} is not a variant name like \"fp16\""),
+                });
+            }
+        }
         let index = JsonObject::from_file(&root.join("model_index.json"))?;
         let class_name = match index.map.get("_class_name") {
-            Some(Value::String(name)) => name.clone(),
+            Some(Value::String(name)) if PIPELINE_CLASSES.contains(&name.as_str()) => name.clone(),
             Some(other) => {
-                return Err(index.error("_class_name", format!("expected a string, got {other}")));
+                return Err(index.error(
+                    "_class_name",
+                    format!(
+                        "unsupported pipeline {other} (supported: {})",
+                        PIPELINE_CLASSES.join(", ")
+                    ),
+                ));
             }
             None => String::new(),
         };

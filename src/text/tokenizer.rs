@@ -80,7 +80,8 @@ pub struct ClipTokenizer {
 
 impl ClipTokenizer {
     /// Reads a pipeline's `tokenizer/` folder: `tokenizer_config.json` and either `vocab.json` +
-    /// `merges.txt` (the hub SD folders) or `tokenizer.json` (what transformers 5 writes).
+    /// `merges.txt` (the hub SD folders; taken when present) or `tokenizer.json` (what
+    /// transformers 5 writes).
     pub fn from_folder(dir: &Path) -> Result<Self> {
         let config_path = dir.join("tokenizer_config.json");
         let config = read_text(&config_path)?;

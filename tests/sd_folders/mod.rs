@@ -12,7 +12,7 @@ pub fn fixture(variant: &str) -> PathBuf {
 }
 
 /// A copy of a fixture folder in a fresh temporary directory.
-pub fn copy_of(variant: &str, name: &str) -> PathBuf {
+pub fn copy_of(variant: &str, name: &str) -> TempDir {
     fn copy_dir(src: &Path, dst: &Path) {
         fs::create_dir_all(dst).unwrap();
         for entry in fs::read_dir(src).unwrap() {
@@ -28,7 +28,23 @@ pub fn copy_of(variant: &str, name: &str) -> PathBuf {
     let dst = std::env::temp_dir().join(format!("dw_pipe_{}_{name}", std::process::id()));
     let _ = fs::remove_dir_all(&dst);
     copy_dir(&fixture(variant), &dst);
-    dst
+    TempDir(dst)
+}
+
+/// A temporary folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `file` (a JSON object) with `key` set to `value` (JSON text), or removed when `None`.
