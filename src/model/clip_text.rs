@@ -15,7 +15,7 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::nn::attention::{AttentionShape, TokenOperand, multihead_attention};
 use crate::nn::elementwise::add;
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
-use crate::nn::linear::{Linear, LinearActivations};
+use crate::nn::linear::{Bias, Linear, LinearActivations};
 use crate::nn::norm::{GroupNorm, NormOutput};
 use crate::nn::{Activation, FeatureMap, TensorSource, WeightPath, Weights};
 use crate::text::{ClipActivation, ClipTextConfig, ModelPart};
@@ -136,7 +136,13 @@ impl ClipTextModel {
                 let mut layer = path.pp(format!("encoder.layers.{i}"));
                 let mut attention = layer.pp("self_attn");
                 Ok(EncoderLayer {
-                    qkv: Linear::stacked(&mut attention, &["q_proj", "k_proj", "v_proj"], c, c)?,
+                    qkv: Linear::stacked(
+                        &mut attention,
+                        &["q_proj", "k_proj", "v_proj"],
+                        c,
+                        c,
+                        Bias::Learned,
+                    )?,
                     out_proj: Linear::load(&mut attention.pp("out_proj"), c, c)?,
                     layer_norm1: layer_norm(&mut layer.pp("layer_norm1"))?,
                     layer_norm2: layer_norm(&mut layer.pp("layer_norm2"))?,

@@ -3,6 +3,7 @@
 pub mod clip_text;
 mod linear;
 pub mod unet;
+pub mod unet_cond;
 pub mod vae;
 
 pub use linear::LinearNoiseModel;

@@ -66,6 +66,16 @@ pub(crate) struct LinearActivations {
     pub output: Activation,
 }
 
+/// Whether a [`Linear`] has a learned bias (`bias=False` layers, such as the attention
+/// projections of a transformer block, add zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bias {
+    /// A `bias` tensor beside the `weight`.
+    Learned,
+    /// None.
+    Zero,
+}
+
 /// `nn.Linear` on [B, in] vectors.
 pub(crate) struct Linear {
     weight: GpuTensor,
@@ -91,18 +101,23 @@ impl Linear {
 
     /// One layer whose rows are those of the `[out_each, in]` layers `names` under `path`,
     /// stacked in order (a fused q/k/v projection).
+    /// `names` may be `[""]` for the one layer at `path`.
     pub fn stacked(
         path: &mut WeightPath<'_>,
         names: &[&str],
         in_features: usize,
         out_each: usize,
+        bias_kind: Bias,
     ) -> Result<Self> {
         let mut weight = Vec::with_capacity(names.len() * out_each * in_features);
         let mut bias = Vec::with_capacity(names.len() * out_each);
-        for name in names {
+        for &name in names {
             let mut layer = path.pp(name);
             weight.extend(layer.take("weight", &[out_each, in_features])?);
-            bias.extend(layer.take("bias", &[out_each])?);
+            match bias_kind {
+                Bias::Learned => bias.extend(layer.take("bias", &[out_each])?),
+                Bias::Zero => bias.resize(bias.len() + out_each, 0.0),
+            }
         }
         let out_features = names.len() * out_each;
         let label = format!("{}+", path.name(names.first().copied().unwrap_or_default()));

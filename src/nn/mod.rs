@@ -28,6 +28,7 @@ pub(crate) mod norm;
 pub mod profile;
 pub(crate) mod resnet;
 mod source;
+pub(crate) mod transformer;
 pub mod weights;
 
 pub use graph::MatmulShape;
@@ -37,6 +38,33 @@ pub use source::{RandomWeights, TensorSource, WeightPath};
 pub use weights::Weights;
 
 use graph::TensorId;
+
+/// diffusers' `get_timestep_embedding` of one timestep as `dim` values: sin and cos of
+/// `t * exp(-ln(10000) * i / (dim / 2 - freq_shift))`, in that order or swapped
+/// (`flip_sin_to_cos`), zero-padded to `dim`. Computed in f64 and rounded once.
+pub(crate) fn timestep_embedding(
+    timestep: u32,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Vec<f32> {
+    let half = dim / 2;
+    let args: Vec<f64> = (0..half)
+        .map(|i| {
+            let exponent = -(10000f64.ln()) * i as f64 / (half as f64 - freq_shift);
+            f64::from(timestep) * exponent.exp()
+        })
+        .collect();
+    let sin = args.iter().map(|a| a.sin() as f32);
+    let cos = args.iter().map(|a| a.cos() as f32);
+    let mut embedding: Vec<f32> = if flip_sin_to_cos {
+        cos.chain(sin).collect()
+    } else {
+        sin.chain(cos).collect()
+    };
+    embedding.resize(dim, 0.0);
+    embedding
+}
 
 /// An activation applied inside a kernel (its parameter field holds the discriminant).
 #[repr(u32)]

@@ -80,9 +80,14 @@ impl<'a> WeightPath<'a> {
         }
     }
 
-    /// The sub-module `name` (`pp("resnets.0")`, or `pp(format!("resnets.{j}"))`).
+    /// The sub-module `name` (`pp("resnets.0")`, or `pp(format!("resnets.{j}"))`); `pp("")`
+    /// is this path again.
     pub fn pp(&mut self, name: impl Display) -> WeightPath<'_> {
-        let prefix = self.name(&name.to_string());
+        let name = name.to_string();
+        let prefix = match name.as_str() {
+            "" => self.prefix.clone(),
+            name => self.name(name),
+        };
         WeightPath {
             gpu: self.gpu,
             source: &mut *self.source,

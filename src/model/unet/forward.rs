@@ -5,12 +5,12 @@
 use super::Unet;
 use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
-use crate::nn::FeatureMap;
 use crate::nn::elementwise::{add, affine};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
 use crate::nn::linear::LinearActivations;
 use crate::nn::norm::NormOutput;
 use crate::nn::{Activation, conv::ConvExtras};
+use crate::nn::{FeatureMap, timestep_embedding};
 
 /// The forward pass built for one chunk size and image size, with its graph inputs.
 pub(super) struct Compiled {
@@ -148,24 +148,13 @@ impl Unet {
 
     /// diffusers' `get_timestep_embedding` for one timestep, computed in f64.
     pub(super) fn sinusoidal_embedding(&self, timestep: u32) -> Vec<f32> {
-        let dim = self.config.block_out_channels[0];
-        let half = dim / 2;
-        let shift = self.config.freq_shift;
-        let args: Vec<f64> = (0..half)
-            .map(|i| {
-                let exponent = -(10000f64.ln()) * i as f64 / (half as f64 - shift);
-                f64::from(timestep) * exponent.exp()
-            })
-            .collect();
-        let sin = args.iter().map(|a| a.sin() as f32);
-        let cos = args.iter().map(|a| a.cos() as f32);
-        let mut embedding: Vec<f32> = if self.config.flip_sin_to_cos {
-            cos.chain(sin).collect()
-        } else {
-            sin.chain(cos).collect()
-        };
-        embedding.resize(dim, 0.0);
-        embedding
+        let c = &self.config;
+        timestep_embedding(
+            timestep,
+            c.block_out_channels[0],
+            c.flip_sin_to_cos,
+            c.freq_shift,
+        )
     }
 
     /// Builds the forward pass for up to `batch` images of `height` x `width`, splitting the
