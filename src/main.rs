@@ -216,7 +216,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
-    let mut gpu = Gpu::new(&GpuOptions::default())?;
+    // Compiled pipelines are kept in the platform's cache directory (Vulkan), so a second run
+    // prepares the model faster.
+    let mut gpu = Gpu::new(&GpuOptions {
+        pipeline_cache_dir: diffusion_wgpu::gpu::default_pipeline_cache_dir(),
+        ..Default::default()
+    })?;
     if let Some(Command::Bench(BenchArgs {
         conv_kernel: Some(kernel),
         ..
@@ -441,6 +446,7 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         "prepared the model in {:.1} s (graph, pipelines, one warm-up pass)",
         start.elapsed().as_secs_f64()
     );
+    gpu.save_pipeline_cache();
     let (x0, seconds) = if labels.is_empty() {
         run_sampler(&sampler, &unet, shape, &settings, source)?
     } else {

@@ -49,7 +49,14 @@ pub struct Kernel {
 const WORKGROUP_SIZE_OVERRIDE: &str = "override WORKGROUP_SIZE: u32";
 
 impl Kernel {
-    pub(crate) fn new(device: &wgpu::Device, spec: &KernelSpec, block_workgroup_size: u32) -> Self {
+    /// Compiles `spec` with `block_workgroup_size` for its `WORKGROUP_SIZE` override, through
+    /// `cache` when the device keeps one.
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        spec: &KernelSpec,
+        block_workgroup_size: u32,
+        cache: Option<&wgpu::PipelineCache>,
+    ) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
             .bindings
             .iter()
@@ -115,7 +122,7 @@ impl Kernel {
                 },
                 ..Default::default()
             },
-            cache: None,
+            cache,
         });
         Self {
             name: spec.name,
