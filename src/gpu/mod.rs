@@ -198,8 +198,8 @@ impl Gpu {
         };
 
         let info = adapter.get_info();
-        // Optional: timestamps for `bench`'s per-kernel profile, where the adapter has them.
-        // and a pipeline cache where one was asked for and the backend has one.
+        // Optional: timestamps for `bench`'s per-kernel profile where the adapter has them, and
+        // a pipeline cache where one was asked for and the backend has one.
         let mut wanted_features = GpuTimer::FEATURES;
         if options.pipeline_cache_dir.is_some() {
             wanted_features |= PipelineCacheFile::FEATURES;
