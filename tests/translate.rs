@@ -1,9 +1,11 @@
-//! Every WGSL shader in `shaders/`, every entry point (compute, and the viewer's render stages), with every override-constant value the
-//! code uses, validated with no optional capabilities (what an adapter without f16, subgroups,
-//! f64 or 64-bit integers allows) and translated through naga's back ends with the settings of
-//! typical adapters: MSL (Metal), HLSL (DX12), SPIR-V (Vulkan) and GLSL ES (OpenGL). Any error
-//! fails the test, so a shader that Metal or DX12 would reject is caught on these machines,
-//! which have only Vulkan and OpenGL.
+//! Every WGSL shader in `shaders/`, every entry point (compute, and the viewer's render
+//! stages), with every override-constant value the code uses, validated with no optional
+//! capabilities (what an adapter without f16, subgroups, f64 or 64-bit integers allows) and
+//! translated through naga's back ends with the settings of typical adapters: MSL (Metal), HLSL
+//! (DX12), SPIR-V (Vulkan) and GLSL ES (OpenGL). Any error fails the test, so a shader that
+//! Metal or DX12 would reject is caught on these machines, which have only Vulkan and OpenGL.
+//! Each compute entry point's workgroup size and workgroup memory are also checked against
+//! `wgpu::Limits::downlevel_defaults()`, the lowest limits wgpu offers.
 //!
 //! naga is the version wgpu 30 compiles shaders with (see Cargo.toml), so this is the same
 //! front end and the same translation wgpu would do on those backends; what the platform's own
@@ -69,6 +71,42 @@ fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
             file.display()
         ),
     }
+}
+
+/// Where compute entry point `name` (overrides applied) exceeds `downlevel_defaults()`:
+/// invocations per workgroup and per dimension, and bytes of the workgroup memory it uses.
+fn over_downlevel_limits(module: &Module, info: &ModuleInfo, name: &str) -> Option<String> {
+    let limits = wgpu::Limits::downlevel_defaults();
+    let index = module
+        .entry_points
+        .iter()
+        .position(|ep| ep.name == name && ep.stage == ShaderStage::Compute)?;
+    let (entry_point, uses) = (&module.entry_points[index], info.get_entry_point(index));
+    let [x, y, z] = entry_point.workgroup_size;
+    let per_dimension = [
+        limits.max_compute_workgroup_size_x,
+        limits.max_compute_workgroup_size_y,
+        limits.max_compute_workgroup_size_z,
+    ];
+    if x * y * z > limits.max_compute_invocations_per_workgroup
+        || [x, y, z].iter().zip(per_dimension).any(|(&n, max)| n > max)
+    {
+        return Some(format!("workgroup size {x}x{y}x{z} over the limits"));
+    }
+    let shared: u32 = module
+        .global_variables
+        .iter()
+        .filter(|&(handle, global)| {
+            global.space == naga::AddressSpace::WorkGroup && !uses[handle].is_empty()
+        })
+        .map(|(_, global)| module.types[global.ty].inner.size(module.to_ctx()))
+        .sum();
+    (shared > limits.max_compute_workgroup_storage_size).then(|| {
+        format!(
+            "{shared} bytes of workgroup memory, over max_compute_workgroup_storage_size {}",
+            limits.max_compute_workgroup_storage_size
+        )
+    })
 }
 
 fn validate(module: &Module, what: &str) -> ModuleInfo {
@@ -193,6 +231,7 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
             .iter()
             .map(|ep| (ep.stage, ep.name.clone()))
             .collect();
+        assert!(!entry_points.is_empty(), "{name}: no entry point");
         for constants in specialisations(&module, file) {
             for (stage, entry_point) in &entry_points {
                 let entry_point = (*stage, entry_point.as_str());
@@ -204,6 +243,8 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
                     &constants,
                 )
                 .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
+                let over = over_downlevel_limits(&module, &info, entry_point.1);
+                failures.extend(over.map(|e| format!("{what}: {e}")));
                 for result in [
                     to_msl(&module, &info, entry_point),
                     to_hlsl(&module, &info, entry_point),
@@ -219,6 +260,8 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // Every module has at least one entry point.
-    assert!(translated >= files.len(), "only {translated} entry points");
+    println!(
+        "{} files, {translated} entry point specialisations",
+        files.len()
+    );
 }

@@ -3,7 +3,8 @@
 //! buffer, 16 KiB of workgroup memory), as a browser or a minimal native adapter gives them,
 //! against the same diffusers fixtures as tests/unet_forward.rs and tests/unet_sampling.rs;
 //! and under `Limits::downlevel_defaults()` (4 storage buffers per stage, GLES 3.1's minimum),
-//! where every kernel must either run correctly or fail with an error naming the limit.
+//! where the forward pass and a sampling loop must either run correctly or fail with an error
+//! naming the limit.
 
 mod common;
 
@@ -11,7 +12,8 @@ use std::sync::Arc;
 
 use common::{fixture, rel_l2};
 use diffusion_wgpu::{
-    Error, Gpu, GpuOptions, NoiseSource, Sampler, SamplerSettings, SchedulerConfig, Tuning, Unet,
+    Error, Gpu, GpuOptions, LinearNoiseModel, NoiseSource, Sampler, SamplerSettings,
+    SchedulerConfig, Tuning, Unet,
 };
 
 const SHAPE: [usize; 4] = [2, 3, 32, 32];
@@ -104,5 +106,33 @@ fn unet_forward_under_downlevel_limits_names_the_limit_it_exceeds() {
         }
         Ok(error) => assert!(error < 2e-5, "downlevel: {error:.2e}"),
         Err(other) => panic!("downlevel: {other}"),
+    }
+}
+
+/// The step kernel binds 5 storage buffers too: a sampling loop under `downlevel_defaults()`
+/// fails with an error naming the limit, not a panic or a wgpu validation message.
+#[test]
+fn sampling_loop_under_downlevel_limits_names_the_limit_it_exceeds() {
+    let gpu = Arc::new(gpu_with(wgpu::Limits::downlevel_defaults()));
+    let sampler = Sampler::new(gpu, SchedulerConfig::default()).unwrap();
+    let result = sampler.sample(
+        &LinearNoiseModel::new(0.1),
+        [2, 3, 8, 8],
+        &SamplerSettings::ddim(10, 0.0),
+        NoiseSource::Seed(0),
+        &mut |_| {},
+    );
+    match result {
+        Err(Error::OverLimit {
+            kernel,
+            limit_name,
+            needed,
+            limit,
+        }) => {
+            println!("downlevel: {kernel} needs {needed} of {limit_name} (limit {limit})");
+            assert_eq!(limit_name, "max_storage_buffers_per_shader_stage");
+            assert!(needed > limit && limit == 4, "{needed} > {limit}");
+        }
+        other => panic!("downlevel sampling: {other:?}"),
     }
 }
