@@ -47,6 +47,23 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A kernel needs more of a per-stage resource than the device's limits allow (e.g. more
+    /// storage buffers than `max_storage_buffers_per_shader_stage` under
+    /// `wgpu::Limits::downlevel_defaults()`).
+    #[error(
+        "kernel `{kernel}` needs {needed} of the device's {limit_name}, whose limit is {limit}"
+    )]
+    OverLimit {
+        /// The kernel (family and entry point).
+        kernel: String,
+        /// The `wgpu::Limits` field.
+        limit_name: &'static str,
+        /// What the kernel needs.
+        needed: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+
     /// A configuration field (from a JSON file or built in code) is missing, mistyped or out of range.
     #[error("{source_name}: `{key}`: {message}")]
     Config {

@@ -89,7 +89,14 @@ pub struct Kernel {
 pub const WORKGROUP_SIZE_OVERRIDE: &str = "WORKGROUP_SIZE";
 
 impl Kernel {
-    pub(crate) fn new(device: &wgpu::Device, spec: &KernelSpec, block_workgroup_size: u32) -> Self {
+    /// Compiles `spec` with `block_workgroup_size` for its `WORKGROUP_SIZE` override, through
+    /// `cache` when the device keeps one.
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        spec: &KernelSpec,
+        block_workgroup_size: u32,
+        cache: Option<&wgpu::PipelineCache>,
+    ) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
             .bindings
             .iter()
@@ -154,7 +161,7 @@ impl Kernel {
                 },
                 ..Default::default()
             },
-            cache: None,
+            cache,
         });
         Self {
             name: spec.name,

@@ -2,6 +2,8 @@
 //! compute-kernel cache and the tensor type. Knows nothing about diffusion.
 
 mod kernel;
+mod limits;
+mod pipeline_cache;
 #[cfg(test)]
 mod spec_check;
 mod tensor;
@@ -12,14 +14,17 @@ pub use kernel::{
     Binding, Kernel, KernelSpec, ParamsLayout, WORKGROUP_SIZE, WORKGROUP_SIZE_OVERRIDE,
     WorkgroupSize,
 };
+pub use pipeline_cache::default_dir as default_pipeline_cache_dir;
 pub use tensor::GpuTensor;
 pub use texels::TexelTable;
 pub use timer::GpuTimer;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use pipeline_cache::PipelineCacheFile;
 
 /// How to pick the adapter when [`Gpu::new`] opens its own device.
 ///
@@ -33,6 +38,14 @@ pub struct GpuOptions {
     pub adapter_name: Option<String>,
     /// Preference between integrated and discrete GPUs when no name is given.
     pub power_preference: wgpu::PowerPreference,
+    /// The limits to open the device with; `None` asks for the adapter's own (its maximum).
+    /// `Some(wgpu::Limits::default())` runs under WebGPU's defaults, as a browser would give.
+    pub limits: Option<wgpu::Limits>,
+    /// Where to keep compiled pipelines between runs, where the backend has a pipeline cache
+    /// (Vulkan); `None` keeps none. [`default_pipeline_cache_dir`] is the platform's cache
+    /// directory. The cache is saved by [`Gpu::save_pipeline_cache`] and when the `Gpu` is
+    /// dropped; a cache that cannot be read or written is logged as a warning, never an error.
+    pub pipeline_cache_dir: Option<PathBuf>,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels.
@@ -46,6 +59,7 @@ pub struct Gpu {
     tuning: Tuning,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
+    pipeline_cache: Option<PipelineCacheFile>,
 }
 
 /// Kernel shapes for one adapter, chosen when the device is opened and applied at pipeline
@@ -97,6 +111,8 @@ struct DeviceErrors {
     lost: Mutex<Option<String>>,
     /// The first uncaptured error since the last check.
     uncaptured: Mutex<Option<String>>,
+    /// The first kernel that exceeded the device's limits, since the last check.
+    over_limit: Mutex<Option<Error>>,
 }
 
 impl DeviceErrors {
@@ -186,13 +202,18 @@ impl Gpu {
         };
 
         let info = adapter.get_info();
-        // Optional: timestamps for `bench`'s per-kernel profile, where the adapter has them.
-        let optional_features = adapter.features() & GpuTimer::FEATURES;
+        // Optional: timestamps for `bench`'s per-kernel profile where the adapter has them, and
+        // a pipeline cache where one was asked for and the backend has one.
+        let mut wanted_features = GpuTimer::FEATURES;
+        if options.pipeline_cache_dir.is_some() {
+            wanted_features |= PipelineCacheFile::FEATURES;
+        }
+        let optional_features = adapter.features() & wanted_features;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("diffusion-wgpu"),
                 required_features: optional_features,
-                required_limits: adapter.limits(),
+                required_limits: options.limits.clone().unwrap_or_else(|| adapter.limits()),
                 ..Default::default()
             })
             .await
@@ -215,6 +236,10 @@ impl Gpu {
             );
         }
         let errors = DeviceErrors::watch(&device);
+        let pipeline_cache = options
+            .pipeline_cache_dir
+            .as_deref()
+            .and_then(|dir| PipelineCacheFile::open(&device, &info, dir));
         Ok(Self {
             device,
             queue,
@@ -222,6 +247,7 @@ impl Gpu {
             adapter_info: Some(info),
             kernels: Mutex::default(),
             errors,
+            pipeline_cache,
         })
     }
 
@@ -243,6 +269,7 @@ impl Gpu {
             tuning: Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu),
             kernels: Mutex::default(),
             errors: Arc::default(),
+            pipeline_cache: None,
         }
     }
 
@@ -310,18 +337,50 @@ impl Gpu {
     }
 
     /// The compiled kernel for `spec`, built on first use and cached for the device's lifetime.
+    ///
+    /// A kernel whose bindings exceed the device's limits is still returned (it fails to run),
+    /// and the next [`Gpu::check`] returns an [`Error::OverLimit`] naming the limit.
     pub fn kernel(&self, spec: &'static KernelSpec) -> Arc<Kernel> {
         let mut kernels = lock(&self.kernels);
         kernels
             .entry((spec.name, spec.entry_point))
             .or_insert_with(|| {
-                Arc::new(Kernel::new(
+                if let Err(e) = limits::check_bindings(spec, &self.device.limits()) {
+                    log::error!("{e}");
+                    lock(&self.errors.over_limit).get_or_insert(e);
+                }
+                let cache = self.pipeline_cache.as_ref();
+                let start = std::time::Instant::now();
+                let kernel = Kernel::new(
                     &self.device,
                     spec,
                     self.tuning.block_workgroup_size,
-                ))
+                    cache.map(PipelineCacheFile::for_new_pipeline),
+                );
+                // Pipeline creation compiles the shader (on GL it links the program).
+                log::debug!(
+                    "kernel {}.{}: pipeline created in {:.0} ms",
+                    spec.name,
+                    spec.entry_point,
+                    start.elapsed().as_secs_f64() * 1e3
+                );
+                Arc::new(kernel)
             })
             .clone()
+    }
+
+    /// Writes the pipeline cache (see [`GpuOptions::pipeline_cache_dir`]) when kernels were
+    /// compiled since it was loaded or last saved; also done when the `Gpu` is dropped.
+    /// Failures are logged as warnings.
+    pub fn save_pipeline_cache(&self) {
+        if let Some(cache) = &self.pipeline_cache {
+            cache.save();
+        }
+    }
+
+    /// Whether kernels are compiled with a pipeline cache kept on disk.
+    pub fn has_pipeline_cache(&self) -> bool {
+        self.pipeline_cache.is_some()
     }
 
     /// The kernel shapes chosen for this device's adapter.
@@ -348,15 +407,22 @@ impl Gpu {
         self.check(during)
     }
 
-    /// Fails with [`Error::Gpu`] once the device is lost (every later call fails too), or when
-    /// wgpu reported an error outside an error scope since the last check (a validation error,
-    /// an out-of-memory in a submission). `during` says what the crate was doing.
+    /// Fails with [`Error::Gpu`] once the device is lost (every later call fails too), with
+    /// [`Error::OverLimit`] when a kernel created since the last check exceeds the device's
+    /// limits (see [`Gpu::kernel`]), or with [`Error::Gpu`] when wgpu reported an error outside
+    /// an error scope since the last check (a validation error, an out-of-memory in a
+    /// submission). `during` says what the crate was doing.
     pub fn check(&self, during: &str) -> Result<()> {
         let error = |message: String| Error::Gpu {
             during: during.to_string(),
             message,
         };
         self.check_lost(during)?;
+        if let Some(over_limit) = lock(&self.errors.over_limit).take() {
+            // wgpu's own validation errors about the same kernel follow from it.
+            lock(&self.errors.uncaptured).take();
+            return Err(over_limit);
+        }
         match lock(&self.errors.uncaptured).take() {
             Some(message) => Err(error(message)),
             None => Ok(()),
@@ -411,5 +477,11 @@ impl Gpu {
             }),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        self.save_pipeline_cache();
     }
 }

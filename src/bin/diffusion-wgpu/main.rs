@@ -35,7 +35,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
-    let mut gpu = Gpu::new(&GpuOptions::default())?;
+    // Compiled pipelines are kept in the platform's cache directory (Vulkan), so a second run
+    // prepares the model faster.
+    let mut gpu = Gpu::new(&GpuOptions {
+        pipeline_cache_dir: diffusion_wgpu::gpu::default_pipeline_cache_dir(),
+        ..Default::default()
+    })?;
     if let Some(Command::Bench(BenchArgs {
         block_size: Some(choice),
         ..

@@ -127,6 +127,7 @@ pub fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         "prepared the model in {:.1} s (graph, pipelines, one warm-up pass)",
         start.elapsed().as_secs_f64()
     );
+    gpu.save_pipeline_cache();
     let conditioning = match labels.is_empty() {
         true => Conditioning::none(),
         false => Conditioning::class_labels(labels),

@@ -1,0 +1,267 @@
+//! Every WGSL shader in `shaders/`, every entry point (compute, and the viewer's render
+//! stages), with every override-constant value the code uses, validated with no optional
+//! capabilities (what an adapter without f16, subgroups, f64 or 64-bit integers allows) and
+//! translated through naga's back ends with the settings of typical adapters: MSL (Metal), HLSL
+//! (DX12), SPIR-V (Vulkan) and GLSL ES (OpenGL). Any error fails the test, so a shader that
+//! Metal or DX12 would reject is caught on these machines, which have only Vulkan and OpenGL.
+//! Each compute entry point's workgroup size and workgroup memory are also checked against
+//! `wgpu::Limits::downlevel_defaults()`, the lowest limits wgpu offers.
+//!
+//! naga is the version wgpu 30 compiles shaders with (see Cargo.toml), so this is the same
+//! front end and the same translation wgpu would do on those backends; what the platform's own
+//! compiler (Metal's, DXC) then makes of the text is not checked here.
+
+use std::path::{Path, PathBuf};
+
+use diffusion_wgpu::Tuning;
+use naga::back::PipelineConstants;
+use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+use naga::{Module, ShaderStage};
+
+/// Every `.wgsl` file under `shaders/`, sorted, so shaders added or split later are covered.
+fn shader_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("reading shaders/").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "wgsl"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The values of `WORKGROUP_SIZE` that [`Tuning`] picks for any adapter type.
+fn block_workgroup_sizes() -> Vec<u32> {
+    let mut sizes: Vec<u32> = [
+        wgpu::DeviceType::Other,
+        wgpu::DeviceType::IntegratedGpu,
+        wgpu::DeviceType::DiscreteGpu,
+        wgpu::DeviceType::VirtualGpu,
+        wgpu::DeviceType::Cpu,
+    ]
+    .into_iter()
+    .map(|device_type| Tuning::for_device_type(device_type).block_workgroup_size)
+    .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// The override-constant sets to specialise `module` with: one per value the code uses for each
+/// override it declares (only `WORKGROUP_SIZE` today; any other override fails the test until
+/// it is listed here).
+fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
+    let names: Vec<&str> = module
+        .overrides
+        .iter()
+        .filter_map(|(_, o)| o.name.as_deref())
+        .collect();
+    match names.as_slice() {
+        [] => vec![PipelineConstants::default()],
+        ["WORKGROUP_SIZE"] => block_workgroup_sizes()
+            .into_iter()
+            .map(|size| {
+                let mut constants = PipelineConstants::default();
+                constants.insert("WORKGROUP_SIZE".into(), f64::from(size));
+                constants
+            })
+            .collect(),
+        other => panic!(
+            "{}: overrides {other:?}: list the values the code uses in tests/translate.rs",
+            file.display()
+        ),
+    }
+}
+
+/// Where compute entry point `name` (overrides applied) exceeds `downlevel_defaults()`:
+/// invocations per workgroup and per dimension, and bytes of the workgroup memory it uses.
+fn over_downlevel_limits(module: &Module, info: &ModuleInfo, name: &str) -> Option<String> {
+    let limits = wgpu::Limits::downlevel_defaults();
+    let index = module
+        .entry_points
+        .iter()
+        .position(|ep| ep.name == name && ep.stage == ShaderStage::Compute)?;
+    let (entry_point, uses) = (&module.entry_points[index], info.get_entry_point(index));
+    let [x, y, z] = entry_point.workgroup_size;
+    let per_dimension = [
+        limits.max_compute_workgroup_size_x,
+        limits.max_compute_workgroup_size_y,
+        limits.max_compute_workgroup_size_z,
+    ];
+    if x * y * z > limits.max_compute_invocations_per_workgroup
+        || [x, y, z].iter().zip(per_dimension).any(|(&n, max)| n > max)
+    {
+        return Some(format!("workgroup size {x}x{y}x{z} over the limits"));
+    }
+    let shared: u32 = module
+        .global_variables
+        .iter()
+        .filter(|&(handle, global)| {
+            global.space == naga::AddressSpace::WorkGroup && !uses[handle].is_empty()
+        })
+        .map(|(_, global)| module.types[global.ty].inner.size(module.to_ctx()))
+        .sum();
+    (shared > limits.max_compute_workgroup_storage_size).then(|| {
+        format!(
+            "{shared} bytes of workgroup memory, over max_compute_workgroup_storage_size {}",
+            limits.max_compute_workgroup_storage_size
+        )
+    })
+}
+
+fn validate(module: &Module, what: &str) -> ModuleInfo {
+    Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(module)
+        .unwrap_or_else(|e| panic!("{what}: validation: {}", e.emit_to_string("")))
+}
+
+/// MSL as wgpu's Metal backend writes it, for MSL 2.0 (macOS 10.13, iOS 11) and 3.0.
+fn to_msl(
+    module: &Module,
+    info: &ModuleInfo,
+    (stage, entry_point): (ShaderStage, &str),
+) -> Result<(), String> {
+    for lang_version in [(2, 0), (3, 0)] {
+        let options = naga::back::msl::Options {
+            lang_version,
+            ..Default::default()
+        };
+        let pipeline_options = naga::back::msl::PipelineOptions {
+            entry_point: Some((stage, entry_point.to_string())),
+            ..Default::default()
+        };
+        naga::back::msl::write_string(module, info, &options, &pipeline_options)
+            .map_err(|e| format!("MSL {lang_version:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// HLSL for shader model 5.1 (FXC, the oldest DX12 path) and 6.0 (DXC).
+fn to_hlsl(
+    module: &Module,
+    info: &ModuleInfo,
+    (stage, entry_point): (ShaderStage, &str),
+) -> Result<(), String> {
+    use naga::back::hlsl::ShaderModel;
+    for shader_model in [ShaderModel::V5_1, ShaderModel::V6_0] {
+        let options = naga::back::hlsl::Options {
+            shader_model,
+            ..Default::default()
+        };
+        let pipeline_options = naga::back::hlsl::PipelineOptions {
+            entry_point: Some((stage, entry_point.to_string())),
+        };
+        let mut text = String::new();
+        naga::back::hlsl::Writer::new(&mut text, &options, &pipeline_options)
+            .write(module, info, None)
+            .map_err(|e| format!("HLSL {shader_model:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// SPIR-V 1.0 using only the capabilities every Vulkan 1.0 device has.
+fn to_spirv(
+    module: &Module,
+    info: &ModuleInfo,
+    (stage, entry_point): (ShaderStage, &str),
+) -> Result<(), String> {
+    use naga::back::spv::Capability;
+    let options = naga::back::spv::Options {
+        lang_version: (1, 0),
+        capabilities: Some(
+            [Capability::Shader, Capability::ImageQuery]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let pipeline_options = naga::back::spv::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry_point.to_string(),
+    };
+    naga::back::spv::write_vec(module, info, &options, Some(&pipeline_options))
+        .map(|_| ())
+        .map_err(|e| format!("SPIR-V: {e}"))
+}
+
+/// GLSL ES 3.10, the compute-capable version wgpu's GL backend targets.
+fn to_glsl(
+    module: &Module,
+    info: &ModuleInfo,
+    (stage, entry_point): (ShaderStage, &str),
+) -> Result<(), String> {
+    let options = naga::back::glsl::Options {
+        version: naga::back::glsl::Version::new_gles(310),
+        ..Default::default()
+    };
+    let pipeline_options = naga::back::glsl::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry_point.to_string(),
+        multiview: None,
+    };
+    let mut text = String::new();
+    naga::back::glsl::Writer::new(
+        &mut text,
+        module,
+        info,
+        &options,
+        &pipeline_options,
+        naga::proc::BoundsCheckPolicies::default(),
+    )
+    .and_then(|mut writer| writer.write())
+    .map(|_| ())
+    .map_err(|e| format!("GLSL ES 3.10: {e}"))
+}
+
+#[test]
+fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
+    let files = shader_files();
+    assert!(!files.is_empty(), "no shaders found under shaders/");
+    let mut failures = Vec::new();
+    let mut translated = 0;
+    for file in &files {
+        let source =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let name = file.display().to_string();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+        let info = validate(&module, &name);
+        let entry_points: Vec<(ShaderStage, String)> = module
+            .entry_points
+            .iter()
+            .map(|ep| (ep.stage, ep.name.clone()))
+            .collect();
+        assert!(!entry_points.is_empty(), "{name}: no entry point");
+        for constants in specialisations(&module, file) {
+            for (stage, entry_point) in &entry_points {
+                let entry_point = (*stage, entry_point.as_str());
+                let what = format!("{name} `{}` with {constants:?}", entry_point.1);
+                let (module, info) = naga::back::pipeline_constants::process_overrides(
+                    &module,
+                    &info,
+                    Some(entry_point),
+                    &constants,
+                )
+                .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
+                let over = over_downlevel_limits(&module, &info, entry_point.1);
+                failures.extend(over.map(|e| format!("{what}: {e}")));
+                for result in [
+                    to_msl(&module, &info, entry_point),
+                    to_hlsl(&module, &info, entry_point),
+                    to_spirv(&module, &info, entry_point),
+                    to_glsl(&module, &info, entry_point),
+                ] {
+                    if let Err(e) = result {
+                        failures.push(format!("{what}: {e}"));
+                    }
+                }
+                translated += 1;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!(
+        "{} files, {translated} entry point specialisations",
+        files.len()
+    );
+}
