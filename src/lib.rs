@@ -27,6 +27,7 @@ pub mod image;
 pub mod io;
 pub mod model;
 pub mod nn;
+pub mod pipeline;
 pub mod sampler;
 pub mod schedule;
 pub mod text;
@@ -36,6 +37,7 @@ pub use gpu::{BlockSize, Gpu, GpuOptions, GpuTensor, Tuning};
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{Conditioning, LinearNoiseModel, NoiseModel};
+pub use pipeline::{TextToImage, TextToImageRun, TextToImageSettings};
 pub use sampler::{
     Method, NoiseSource, Sampler, SamplerSettings, SamplingRun, StepOutput, StepProgress,
 };

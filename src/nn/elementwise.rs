@@ -68,9 +68,19 @@ static GEGLU: KernelSpec = KernelSpec {
     workgroup_size: WorkgroupSize::Fixed,
 };
 
+/// Classifier-free guidance: `out = u + scale * (c - u)` over the halves of `a`.
+pub(crate) static GUIDANCE: KernelSpec = KernelSpec {
+    name: "elementwise",
+    source: SOURCE,
+    entry_point: "guidance",
+    bindings: BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &TRANSPOSE, &GEGLU];
+pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &TRANSPOSE, &GEGLU, &GUIDANCE];
 
 /// Mirrors `ElementwiseParams` in shaders/elementwise.wgsl.
 #[repr(C)]
@@ -98,6 +108,15 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(ElementwiseParam
 });
 
 impl ElementwiseParams {
+    /// Parameters of [`GUIDANCE`] over `len` elements of each half.
+    pub fn guidance(len: usize, scale: f32) -> Self {
+        Self {
+            len: len as u32,
+            scale,
+            ..Default::default()
+        }
+    }
+
     /// Parameters of [`AFFINE`] over `len` elements.
     pub fn affine(len: usize, scale: f32, offset: f32) -> Self {
         Self {

@@ -1,0 +1,105 @@
+//! Classifier-free guidance around the conditional U-Net, as a [`NoiseModel`] any solver can
+//! drive: the sample is run twice in one batch (unconditional states first, then the
+//! prompt's), and `u + scale * (c - u)` is written as the model's output.
+
+use std::sync::Mutex;
+
+use crate::error::Result;
+use crate::gpu::{Gpu, GpuTensor, Kernel};
+use crate::model::unet_cond::UnetCondition;
+use crate::model::{Conditioning, NoiseModel};
+use crate::nn::elementwise::{ElementwiseParams, GUIDANCE};
+
+/// The U-Net with its text states and guidance scale fixed for one generation.
+pub(crate) struct GuidedUnet<'a> {
+    unet: &'a UnetCondition,
+    /// [2B, T, cross_attention_dim]: the negative (or empty) prompt's states, then the
+    /// prompt's; [B, T, cross_attention_dim] without guidance.
+    context: GpuTensor,
+    /// The guidance scale; `None`: no guidance (one pass on the prompt's states).
+    scale: Option<f32>,
+    /// The doubled sample and the U-Net's doubled output, allocated for the first batch seen.
+    doubled: Mutex<Option<(GpuTensor, GpuTensor, wgpu::Buffer)>>,
+}
+
+impl<'a> GuidedUnet<'a> {
+    /// The model for `unet` with `context` (uncond then cond halves with a `scale`, the
+    /// prompt's states alone without).
+    pub fn new(unet: &'a UnetCondition, context: GpuTensor, scale: Option<f32>) -> Self {
+        Self {
+            unet,
+            context,
+            scale,
+            doubled: Mutex::new(None),
+        }
+    }
+}
+
+impl NoiseModel for GuidedUnet<'_> {
+    fn predict(
+        &self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        sample: &GpuTensor,
+        timesteps: &[u32],
+        _conditioning: &Conditioning,
+        output: &GpuTensor,
+    ) -> Result<()> {
+        let Some(scale) = self.scale else {
+            return self
+                .unet
+                .record(encoder, sample, timesteps, &self.context, output);
+        };
+        let shape = sample.shape();
+        let doubled_shape = [2 * shape[0], shape[1], shape[2], shape[3]];
+        let mut doubled = self.doubled.lock().unwrap_or_else(|e| e.into_inner());
+        if doubled
+            .as_ref()
+            .is_none_or(|(s, ..)| s.shape() != doubled_shape)
+        {
+            let params = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("guidance params"),
+                size: std::mem::size_of::<ElementwiseParams>() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            *doubled = Some((
+                GpuTensor::zeros(gpu, &doubled_shape, "doubled sample")?,
+                GpuTensor::zeros(gpu, &doubled_shape, "unguided prediction")?,
+                params,
+            ));
+        }
+        let Some((samples, predictions, params)) = doubled.as_ref() else {
+            return Ok(());
+        };
+        let bytes = (sample.len() * 4) as u64;
+        encoder.copy_buffer_to_buffer(sample.buffer(), 0, samples.buffer(), 0, bytes);
+        encoder.copy_buffer_to_buffer(sample.buffer(), 0, samples.buffer(), bytes, bytes);
+        let timesteps: Vec<u32> = timesteps.iter().chain(timesteps).copied().collect();
+        self.unet
+            .record(encoder, samples, &timesteps, &self.context, predictions)?;
+        let guidance = ElementwiseParams::guidance(output.len(), scale);
+        gpu.queue()
+            .write_buffer(params, 0, bytemuck::bytes_of(&guidance));
+        let kernel = gpu.kernel(&GUIDANCE);
+        let bind_group = kernel.bind_group(
+            gpu.device(),
+            &[
+                params.as_entire_binding(),
+                predictions.buffer().as_entire_binding(),
+                predictions.buffer().as_entire_binding(),
+                output.buffer().as_entire_binding(),
+            ],
+        );
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("guidance"),
+            timestamp_writes: None,
+        });
+        let grid = Kernel::grid_for(
+            output.len(),
+            gpu.limits().max_compute_workgroups_per_dimension,
+        );
+        kernel.dispatch(&mut pass, &bind_group, &[], grid);
+        Ok(())
+    }
+}

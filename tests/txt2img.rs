@@ -1,0 +1,86 @@
+//! The whole text-to-image pipeline against diffusers' `StableDiffusionPipeline`
+//! (tests/fixtures/sd/, `pipe.*`): prompt and negative prompt, guidance 7.5, DDIM 4 steps from
+//! explicit latents; every step's latents and the decoded image, SD 1.x- and 2.x-style
+//! (epsilon and v-prediction).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fixture, gpu, rel_l2};
+use diffusion_wgpu::{NoiseSource, SamplerSettings, TextToImage, TextToImageSettings};
+
+const PROMPT: &str = "a painting of a cat sitting on a chair, masterpiece";
+const NEGATIVE: &str = "blurry, low quality";
+/// The bound for a whole pipeline run.
+const TOLERANCE: f64 = 1e-3;
+
+fn pipeline(name: &str) -> TextToImage {
+    let dir = format!("{}/tests/fixtures/sd/{name}", env!("CARGO_MANIFEST_DIR"));
+    TextToImage::load(Arc::clone(&gpu()), dir, None).unwrap()
+}
+
+#[test]
+fn ddim_with_guidance_matches_diffusers() {
+    for (name, refs) in [("sd1_tiny", "sd/sd1_refs.safetensors"), ("sd2_tiny", "sd/sd2_refs.safetensors")] {
+        let refs = fixture(refs);
+        let pipe = pipeline(name);
+        // The tokenizer gives the pipeline's ids (negative prompt first).
+        let ids: Vec<u32> = [NEGATIVE, PROMPT]
+            .iter()
+            .flat_map(|p| pipe.tokenizer().encode_padded(p))
+            .collect();
+        assert_eq!(ids, refs["pipe.input_ids"].u32(), "{name}: input ids");
+
+        let settings = TextToImageSettings {
+            negative_prompt: NEGATIVE.into(),
+            sampler: SamplerSettings::ddim(4, 0.0),
+            width: 32,
+            height: 32,
+            ..TextToImageSettings::new(PROMPT)
+        };
+        let latents = refs["pipe.latents_in"].f32();
+        let noise = NoiseSource::InitialWithSeed {
+            initial: &latents,
+            seed: 0,
+        };
+        let mut run = pipe.start(&settings, noise).unwrap();
+        let expected = &refs["pipe.ddim.step_latents"];
+        let per_step = expected.data.len() / 4;
+        let mut step = 0;
+        while run.step_and_submit().unwrap().is_some() {
+            let ours = run.latents().read(&gpu()).unwrap();
+            let theirs = &expected.data[step * per_step..(step + 1) * per_step];
+            let error = rel_l2(&ours, theirs);
+            println!("{name} step {step}: latents {error:.2e}");
+            assert!(error < TOLERANCE, "{name} step {step}: {error:.2e}");
+            step += 1;
+        }
+        assert_eq!(step, 4);
+
+        // Decoded, mapped as the pipeline's output_type="np": NHWC in [0, 1].
+        let image = run.decode().unwrap();
+        let plane = 32 * 32;
+        let mapped: Vec<f32> = (0..plane * 3)
+            .map(|i| {
+                let (pixel, channel) = (i / 3, i % 3);
+                (image[channel * plane + pixel] / 2.0 + 0.5).clamp(0.0, 1.0)
+            })
+            .collect();
+        let error = rel_l2(&mapped, &refs["pipe.ddim.image"].data);
+        println!("{name}: image {error:.2e}");
+        assert!(error < TOLERANCE, "{name} image: {error:.2e}");
+    }
+}
+
+#[test]
+fn bad_sizes_are_errors() {
+    let pipe = pipeline("sd1_tiny");
+    let settings = TextToImageSettings {
+        width: 30,
+        height: 32,
+        ..TextToImageSettings::new("x")
+    };
+    let error = pipe.start(&settings, NoiseSource::Seed(0)).err().unwrap();
+    assert!(error.to_string().contains("multiples of"), "{error}");
+}
