@@ -22,7 +22,10 @@ fn pipeline(name: &str) -> TextToImage {
 
 #[test]
 fn ddim_with_guidance_matches_diffusers() {
-    for (name, refs) in [("sd1_tiny", "sd/sd1_refs.safetensors"), ("sd2_tiny", "sd/sd2_refs.safetensors")] {
+    for (name, refs) in [
+        ("sd1_tiny", "sd/sd1_refs.safetensors"),
+        ("sd2_tiny", "sd/sd2_refs.safetensors"),
+    ] {
         let refs = fixture(refs);
         let pipe = pipeline(name);
         // The tokenizer gives the pipeline's ids (negative prompt first).

@@ -75,6 +75,8 @@ mod tests {
             Binding::StorageRead,
             Binding::StorageReadWrite,
         ],
+        params: None,
+        workgroup_size: crate::gpu::WorkgroupSize::Fixed,
     };
 
     #[test]

@@ -54,6 +54,7 @@ pub struct TextToImage {
     text_encoder: ClipTextModel,
     unet: UnetCondition,
     vae: Vae,
+    scheduler: SchedulerConfig,
     sampler: Sampler,
 }
 
@@ -75,13 +76,14 @@ impl TextToImage {
         let unet = UnetCondition::load(gpu.clone(), &files.unet.dir)?;
         let vae = Vae::load(gpu.clone(), &files.vae.dir)?;
         let scheduler = SchedulerConfig::from_file(&files.scheduler.config)?;
-        let sampler = Sampler::new(gpu.clone(), scheduler)?;
+        let sampler = Sampler::new(gpu.clone(), scheduler.clone())?;
         Ok(Self {
             gpu,
             tokenizer,
             text_encoder,
             unet,
             vae,
+            scheduler,
             sampler,
         })
     }
@@ -91,9 +93,16 @@ impl TextToImage {
         &self.tokenizer
     }
 
-    /// The sampler, with the folder's scheduler config.
-    pub fn sampler(&self) -> &Sampler {
-        &self.sampler
+    /// The scheduler config the sampler uses (the folder's, unless replaced).
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.scheduler
+    }
+
+    /// Replaces the folder's scheduler config.
+    pub fn set_scheduler_config(&mut self, config: SchedulerConfig) -> Result<()> {
+        self.sampler = Sampler::new(self.gpu.clone(), config.clone())?;
+        self.scheduler = config;
+        Ok(())
     }
 
     /// The VAE.

@@ -33,6 +33,43 @@ pub enum Command {
     /// Measure a U-Net: ms per forward and per step, images/s of a DDIM run, the sampler's
     /// share, GFLOP/s and GPU time per kernel family.
     Bench(BenchArgs),
+    /// Text to image with a Stable Diffusion 1.x / 2.x pipeline folder (diffusers'
+    /// save_pretrained layout).
+    Txt2img(Txt2imgArgs),
+}
+
+/// `txt2img`.
+#[derive(clap::Args)]
+pub struct Txt2imgArgs {
+    /// The pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The prompt.
+    #[arg(long)]
+    pub prompt: String,
+    /// What to steer away from.
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+    /// Classifier-free guidance scale (at most 1: no guidance).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance_scale: f32,
+    /// Image width in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    /// Image height in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub height: usize,
+    /// Text encoder layers to skip from the end.
+    #[arg(long, default_value_t = 0)]
+    pub clip_skip: usize,
+    /// Weights variant to prefer (e.g. fp16 for *.fp16.safetensors).
+    #[arg(long)]
+    pub variant: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Output: a .png image, or a .safetensors file with `image` [1,3,H,W] in [-1, 1].
+    #[arg(long, default_value = "txt2img.png")]
+    pub out: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

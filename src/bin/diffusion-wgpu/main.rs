@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod sample;
+mod txt2img;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,7 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
         Some(Command::Forward(args)) => sample::forward(gpu, &args),
         Some(Command::Toy(args)) => sample::toy(gpu, &args),
         Some(Command::Bench(args)) => bench::bench(gpu, &args),
+        Some(Command::Txt2img(args)) => txt2img::txt2img(gpu, &args),
         None => sample::sample(gpu, &cli.sample),
     }
 }

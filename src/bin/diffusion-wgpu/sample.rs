@@ -152,7 +152,7 @@ pub fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
 }
 
 /// Writes `x0` as a PNG grid (a `.png` path) or a safetensors file.
-fn write_output(path: &Path, x0: &[f32], shape: [usize; 4]) -> diffusion_wgpu::Result<()> {
+pub fn write_output(path: &Path, x0: &[f32], shape: [usize; 4]) -> diffusion_wgpu::Result<()> {
     let is_png = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
