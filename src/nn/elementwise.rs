@@ -18,65 +18,35 @@ const BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,
 ];
 
+/// The kernel `entry_point` of shaders/elementwise.wgsl (all share bindings and parameters).
+const fn spec(entry_point: &'static str) -> KernelSpec {
+    KernelSpec {
+        name: "elementwise",
+        source: SOURCE,
+        entry_point,
+        bindings: BINDINGS,
+        params: Some(&PARAMS_LAYOUT),
+        workgroup_size: WorkgroupSize::Fixed,
+    }
+}
+
 /// `out = scale * a + offset`.
-pub(crate) static AFFINE: KernelSpec = KernelSpec {
-    name: "elementwise",
-    source: SOURCE,
-    entry_point: "affine",
-    bindings: BINDINGS,
-    params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
-};
+pub(crate) static AFFINE: KernelSpec = spec("affine");
 
 /// `out = a + b`.
-static ADD: KernelSpec = KernelSpec {
-    name: "elementwise",
-    source: SOURCE,
-    entry_point: "add",
-    bindings: BINDINGS,
-    params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
-};
+static ADD: KernelSpec = spec("add");
 
 /// `out = [a, b]` along the channel axis of NCHW tensors.
-static CONCAT: KernelSpec = KernelSpec {
-    name: "elementwise",
-    source: SOURCE,
-    entry_point: "concat",
-    bindings: BINDINGS,
-    params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
-};
+static CONCAT: KernelSpec = spec("concat");
 
 /// `out[n, j, i] = a[n, i, j]`.
-static TRANSPOSE: KernelSpec = KernelSpec {
-    name: "elementwise",
-    source: SOURCE,
-    entry_point: "transpose",
-    bindings: BINDINGS,
-    params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
-};
+static TRANSPOSE: KernelSpec = spec("transpose");
 
 /// `out[r, j] = a[r, j] * gelu(a[r, F + j])`.
-static GEGLU: KernelSpec = KernelSpec {
-    name: "elementwise",
-    source: SOURCE,
-    entry_point: "geglu",
-    bindings: BINDINGS,
-    params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
-};
+static GEGLU: KernelSpec = spec("geglu");
 
 /// Classifier-free guidance: `out = u + scale * (c - u)` over the halves of `a`.
-pub(crate) static GUIDANCE: KernelSpec = KernelSpec {
-    name: "elementwise",
-    source: SOURCE,
-    entry_point: "guidance",
-    bindings: BINDINGS,
-    params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
-};
+pub(crate) static GUIDANCE: KernelSpec = spec("guidance");
 
 /// Every kernel of this family.
 #[cfg(test)]

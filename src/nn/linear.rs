@@ -175,3 +175,48 @@ impl Linear {
         Ok(output)
     }
 }
+
+/// diffusers' `TimestepEmbedding`: `linear_2(silu(linear_1(x)))` on the sinusoidal
+/// embeddings, shared by both U-Nets.
+pub(crate) struct TimestepEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl TimestepEmbedding {
+    /// Loads `linear_1` [dim, channels] and `linear_2` [dim, dim] under `path`
+    /// (`time_embedding`).
+    pub fn load(path: &mut WeightPath<'_>, channels: usize, dim: usize) -> Result<Self> {
+        Ok(Self {
+            linear_1: Linear::load(&mut path.pp("linear_1"), channels, dim)?,
+            linear_2: Linear::load(&mut path.pp("linear_2"), dim, dim)?,
+        })
+    }
+
+    /// Records the embedding of `batch` sinusoidal rows in `time_proj`: [batch, dim].
+    pub fn record(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        batch: usize,
+        time_proj: TensorId,
+    ) -> Result<TensorId> {
+        let silu_output = LinearActivations {
+            input: Activation::Identity,
+            output: Activation::Silu,
+        };
+        let h = self.linear_1.record(
+            graph,
+            batch,
+            time_proj,
+            silu_output,
+            "time_embedding.linear_1",
+        )?;
+        self.linear_2.record(
+            graph,
+            batch,
+            h,
+            LinearActivations::default(),
+            "time_embedding.linear_2",
+        )
+    }
+}

@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuTensor;
 use crate::nn::elementwise::{add, affine};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
-use crate::nn::linear::LinearActivations;
 use crate::nn::norm::NormOutput;
 use crate::nn::{Activation, conv::ConvExtras};
 use crate::nn::{FeatureMap, timestep_embedding};
@@ -229,24 +228,7 @@ impl Unet {
             x.id = affine(&mut g, sample_id, x.len(), [2.0, -1.0], "centered sample")?;
         }
 
-        let silu_output = LinearActivations {
-            input: Activation::Identity,
-            output: Activation::Silu,
-        };
-        let emb = self.time_linear_1.record(
-            &mut g,
-            b,
-            time_proj,
-            silu_output,
-            "time_embedding.linear_1",
-        )?;
-        let mut emb = self.time_linear_2.record(
-            &mut g,
-            b,
-            emb,
-            LinearActivations::default(),
-            "time_embedding.linear_2",
-        )?;
+        let mut emb = self.time_embedding.record(&mut g, b, time_proj)?;
         keep(&mut g, "time_embedding".into(), vec![b, temb_dim], emb);
         let class_emb = match self.class_embedding {
             Some(_) => {

@@ -26,7 +26,7 @@ use super::{Conditioning, NoiseModel};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::nn::conv::{Conv, Sampling};
-use crate::nn::linear::Linear;
+use crate::nn::linear::TimestepEmbedding;
 use crate::nn::mid_block::MidBlock;
 use crate::nn::norm::GroupNorm;
 use crate::nn::resnet::ResnetOptions;
@@ -49,8 +49,7 @@ pub struct Unet {
     gpu: Arc<Gpu>,
     config: UnetConfig,
     conv_in: Conv,
-    time_linear_1: Linear,
-    time_linear_2: Linear,
+    time_embedding: TimestepEmbedding,
     class_embedding: Option<GpuTensor>,
     down: Vec<DownBlock>,
     mid: Option<MidBlock>,
@@ -100,8 +99,7 @@ impl Unet {
             3,
             Sampling::Same,
         )?;
-        let time_linear_1 = Linear::load(&mut root.pp("time_embedding.linear_1"), c0, temb)?;
-        let time_linear_2 = Linear::load(&mut root.pp("time_embedding.linear_2"), temb, temb)?;
+        let time_embedding = TimestepEmbedding::load(&mut root.pp("time_embedding"), c0, temb)?;
         let class_embedding = match config.num_class_embeds {
             Some(classes) => Some(
                 root.pp("class_embedding")
@@ -143,8 +141,7 @@ impl Unet {
             gpu,
             config,
             conv_in,
-            time_linear_1,
-            time_linear_2,
+            time_embedding,
             class_embedding,
             down,
             mid,

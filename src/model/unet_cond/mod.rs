@@ -17,7 +17,7 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::model::unet::ModelFiles;
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
-use crate::nn::linear::{Linear, LinearActivations};
+use crate::nn::linear::TimestepEmbedding;
 use crate::nn::norm::{GroupNorm, NormOutput};
 use crate::nn::resnet::{Resnet, ResnetOptions};
 use crate::nn::transformer::{Context, Transformer2D, TransformerOptions};
@@ -40,8 +40,7 @@ pub struct UnetCondition {
     gpu: Arc<Gpu>,
     config: UnetConditionConfig,
     conv_in: Conv,
-    time_linear_1: Linear,
-    time_linear_2: Linear,
+    time_embedding: TimestepEmbedding,
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
@@ -89,8 +88,7 @@ impl UnetCondition {
             3,
             Sampling::Same,
         )?;
-        let time_linear_1 = Linear::load(&mut root.pp("time_embedding.linear_1"), c0, temb)?;
-        let time_linear_2 = Linear::load(&mut root.pp("time_embedding.linear_2"), temb, temb)?;
+        let time_embedding = TimestepEmbedding::load(&mut root.pp("time_embedding"), c0, temb)?;
         let mut down = Vec::new();
         let mut c_out = c0;
         for (i, kind) in config.down_block_types.iter().enumerate() {
@@ -167,8 +165,7 @@ impl UnetCondition {
             gpu,
             config,
             conv_in,
-            time_linear_1,
-            time_linear_2,
+            time_embedding,
             down,
             mid,
             up,
@@ -344,24 +341,7 @@ impl UnetCondition {
             id: context_id,
             tokens,
         };
-        let silu_out = LinearActivations {
-            input: Activation::Identity,
-            output: Activation::Silu,
-        };
-        let emb = self.time_linear_1.record(
-            &mut g,
-            batch,
-            time_proj,
-            silu_out,
-            "time_embedding.linear_1",
-        )?;
-        let emb = self.time_linear_2.record(
-            &mut g,
-            batch,
-            emb,
-            LinearActivations::default(),
-            "time_embedding.linear_2",
-        )?;
+        let emb = self.time_embedding.record(&mut g, batch, time_proj)?;
         let x = FeatureMap {
             id: sample,
             batch,
