@@ -22,7 +22,8 @@ use crate::nn::norm::{GroupNorm, NormOutput};
 use crate::nn::resnet::{Resnet, ResnetOptions};
 use crate::nn::transformer::{Context, Transformer2D, TransformerOptions};
 use crate::nn::{
-    Activation, FeatureMap, TensorSource, TimeScaleShift, WeightPath, Weights, timestep_embedding,
+    Activation, FeatureMap, RandomWeights, TensorSource, TimeScaleShift, WeightPath, Weights,
+    timestep_embedding,
 };
 
 /// A forward graph built for one input shape.
@@ -173,6 +174,29 @@ impl UnetCondition {
             conv_out,
             compiled: Mutex::new(None),
         })
+    }
+
+    /// The built-in architecture `name` (`sd15-unet`: Stable Diffusion 1.5's U-Net) with
+    /// random weights drawn from `seed`, for benchmarks.
+    pub fn architecture(gpu: Arc<Gpu>, name: &str, seed: u64) -> Result<Self> {
+        let json = match name {
+            "sd15-unet" => include_str!("../../../assets/architectures/sd15-unet/config.json"),
+            other => {
+                return Err(Error::InvalidSetting {
+                    setting: "architecture",
+                    message: format!("unknown conditional U-Net `{other}` (known: sd15-unet)"),
+                });
+            }
+        };
+        let config = UnetConditionConfig::from_json_str(json, name)?;
+        Self::new(gpu, config, &mut RandomWeights::new(seed))
+    }
+
+    /// FLOPs of one forward pass over `shape` latents with `tokens` text tokens (2 per
+    /// multiply-add of the convolutions, linear layers and attention products); builds (and
+    /// so checks against the device's limits) the whole graph.
+    pub fn forward_flops(&self, shape: [usize; 4], tokens: usize) -> Result<u64> {
+        Ok(self.build(shape, tokens)?.graph.flops())
     }
 
     /// The configuration.
