@@ -1,4 +1,4 @@
-// DDPM / DDIM step kernels: one fused elementwise dispatch per denoising step (`step`), and
+// Denoising step kernels (DDPM, DDIM and the multistep solvers): one fused elementwise dispatch per denoising step (`step`), and
 // for dynamic thresholding a per-sample quantile of |x0| computed on the GPU (`threshold`),
 // dispatched just before it in the same pass.
 //
@@ -10,11 +10,17 @@
 //   3 noise       storage read f32 [B, C, H, W]: this step's noise (read only when it adds noise)
 //   4 thresholds  storage read_write f32 [B]: the dynamic threshold s of each sample
 //   5 x0_out      storage read_write f32 [B, C, H, W]: the clipped x0 prediction (when write_x0 = 1)
+//   6 history     storage read_write f32 [S, B, C, H, W]: a multistep solver's ring of S stored
+//                 outputs (x0 or eps of earlier steps); one element when unused
 //
 // Per element, with x = sample, m = model output:
 //   x0   = x0_from_sample * x + x0_from_model * m, then clamped (clip_mode 1) or thresholded (2)
 //   eps  = eps_from_sample * x + eps_from_model * m + eps_from_x0 * x0
 //   prev = prev_from_x0 * x0 + prev_from_eps * eps + prev_from_sample * x + std * noise
+//          + history_coef0 * history[history_read0] + history_coef1 * history[history_read1]
+// and, for a multistep step (history_mode 1: x0, 2: eps), that quantity is stored in slot
+// history_write for the steps after it (read before written: the slots differ whenever
+// their coefficient is not 0).
 // where std is noise_std (variance_mode 1), sqrt(v) (2: learned) or
 // exp(0.5 * mix(min_log, max_log, (v + 1) / 2)) (3: learned_range), v the model's variance
 // channel, and there is no noise term for variance_mode 0. The host derives every coefficient
@@ -43,8 +49,16 @@ struct StepParams {
     model_stride: u32,
     total: u32,
     write_x0: u32,
+    history_mode: u32,
+    history_write: u32,
+    history_read0: u32,
+    history_read1: u32,
+    history_coef0: f32,
+    history_coef1: f32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
@@ -53,6 +67,7 @@ struct StepParams {
 @group(0) @binding(3) var<storage, read> noise: array<f32>;
 @group(0) @binding(4) var<storage, read_write> thresholds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> x0_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> history: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 256u;
 
@@ -83,6 +98,15 @@ fn step(
     }
     let eps = p.eps_from_sample * x + p.eps_from_model * m + p.eps_from_x0 * x0;
     var prev = p.prev_from_x0 * x0 + p.prev_from_eps * eps + p.prev_from_sample * x;
+    if (p.history_mode != 0u) {
+        prev += p.history_coef0 * history[p.history_read0 * p.total + i]
+            + p.history_coef1 * history[p.history_read1 * p.total + i];
+        if (p.history_mode == 1u) {
+            history[p.history_write * p.total + i] = x0;
+        } else {
+            history[p.history_write * p.total + i] = eps;
+        }
+    }
     switch p.variance_mode {
         case 1u: {
             prev += p.noise_std * noise[i];

@@ -33,9 +33,10 @@ pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{LinearNoiseModel, NoiseModel};
 pub use sampler::{
-    Method, NoiseSource, Sampler, SamplerSettings, SamplingRun, StepOutput, StepProgress,
+    DpmAlgorithm, DpmSolverOptions, DpmSolverType, Method, NoiseSource, Sampler, SamplerSettings,
+    SamplingRun, StepOutput, StepProgress,
 };
 pub use schedule::{
-    BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
-    VarianceType,
+    BetaSchedule, FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig,
+    SigmaSpacing, SigmaTable, TimestepSpacing, VarianceType,
 };

@@ -1,11 +1,13 @@
-//! DDPM and DDIM sampling: the host loop that calls the model and dispatches the fused step
+//! Sampling (DDPM, DDIM and the multistep solvers): the host loop that calls the model and dispatches the fused step
 //! kernel, with the sample on the GPU from x_T to x_0, in one call or one step at a time.
 
+mod dpm;
 mod noise;
 mod plan;
 mod run;
 mod step_kernel;
 
+pub use dpm::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
 pub use noise::NoiseSource;
 pub use plan::{Method, SamplerSettings};
 pub use run::SamplingRun;
@@ -39,7 +41,7 @@ pub struct StepOutput {
     pub pred_original_sample: Vec<f32>,
 }
 
-/// A DDPM/DDIM sampler for one scheduler configuration on one device.
+/// A sampler for one scheduler configuration on one device.
 pub struct Sampler {
     gpu: Arc<Gpu>,
     schedule: Schedule,
@@ -113,7 +115,8 @@ impl Sampler {
 
     /// One step on host data, like diffusers' `scheduler.step(model_output, timestep, sample)`
     /// after `set_timesteps`: `timestep` must be one of `settings`' timesteps; `noise` is the
-    /// step's `variance_noise` (needed when the step adds noise).
+    /// step's `variance_noise` (needed when the step adds noise). A multistep solver's steps
+    /// after the first read earlier outputs: run those with a [`SamplingRun`].
     pub fn step(
         &self,
         settings: &SamplerSettings,
@@ -133,6 +136,15 @@ impl Sampler {
                 setting: "timestep",
                 message: format!("{timestep} is not one of this run's timesteps"),
             })?;
+        if index > 0 && plan.history_slots > 0 {
+            return Err(Error::InvalidSetting {
+                setting: "timestep",
+                message: format!(
+                    "the multistep step at timestep {timestep} reads the run's earlier outputs: \
+                     use a SamplingRun"
+                ),
+            });
+        }
         let sample = GpuTensor::from_slice(gpu, &shape, sample, "sample")?;
         let model_channels = model_output.len() / (shape[0] * shape[2] * shape[3]).max(1);
         let run = StepRun::new(gpu, &plan, &sample, model_channels, true)?;

@@ -5,6 +5,7 @@
 //! tables: diffusers does so, and some of them cancel (`1 - a_t / a_prev` near t = 0 loses
 //! most of its digits in f32), so f64 scalars would differ from diffusers by up to 5e-5.
 
+use super::dpm::{DpmSolverOptions, dpm_steps};
 use crate::error::{Error, Result};
 use crate::schedule::{PredictionType, PrevTimestep, Schedule, SchedulerConfig, VarianceType};
 
@@ -23,6 +24,8 @@ pub enum Method {
         /// Which timestep a step lands on.
         prev_timestep: PrevTimestep,
     },
+    /// Multistep DPM-Solver / DPM-Solver++, as diffusers' `DPMSolverMultistepScheduler`.
+    DpmSolver(DpmSolverOptions),
 }
 
 impl Method {
@@ -40,7 +43,7 @@ impl Method {
 /// What to run: the algorithm and the timesteps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSettings {
-    /// DDPM or DDIM.
+    /// The algorithm.
     pub method: Method,
     /// Number of denoising steps N (1..=T), spread by the schedule's `timestep_spacing`.
     pub num_inference_steps: usize,
@@ -96,6 +99,24 @@ pub(crate) enum StepNoise {
     },
 }
 
+/// What a multistep step stores in the history ring for the steps after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The (thresholded) x0 prediction.
+    X0,
+    /// The noise prediction.
+    Eps,
+}
+
+/// The history part of a multistep step: the kernel stores this step's output in
+/// `write_slot` and adds `coefficient * history[slot]` for each `(slot, coefficient)` read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HistoryStep {
+    pub stored: Stored,
+    pub write_slot: u32,
+    pub read: [(u32, f32); 2],
+}
+
 /// The scalars of one step: see shaders/step.wgsl for how the kernel combines them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct StepCoefficients {
@@ -109,6 +130,8 @@ pub(crate) struct StepCoefficients {
     pub prev_from_eps: f32,
     pub prev_from_sample: f32,
     pub noise: StepNoise,
+    /// Multistep solvers only.
+    pub history: Option<HistoryStep>,
 }
 
 /// A whole run's steps.
@@ -117,8 +140,10 @@ pub(crate) struct Plan {
     pub steps: Vec<StepCoefficients>,
     pub clip: Clip,
     /// Whether the model outputs 2C channels (a learned variance). DDPM uses the second half
-    /// for its noise; DDIM reads only the first half.
+    /// for its noise; the others read only the first half.
     pub learned_variance: bool,
+    /// Number of outputs a multistep solver keeps on the GPU (0 for one-step methods).
+    pub history_slots: usize,
 }
 
 impl StepCoefficients {
@@ -129,6 +154,70 @@ impl StepCoefficients {
 
 /// Validates `settings` against `schedule` and computes every step's coefficients.
 pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Plan> {
+    let config = schedule.config();
+    let (steps, history_slots) = match &settings.method {
+        Method::Ddpm | Method::Ddim { .. } => (one_step_method(schedule, settings)?, 0),
+        Method::DpmSolver(options) => {
+            options.validate()?;
+            refuse_custom_timesteps(settings)?;
+            let table = schedule.sigma_table(
+                settings.num_inference_steps,
+                options.sigma_spacing,
+                options.final_sigmas_type,
+                options.lambda_min_clipped,
+            )?;
+            let steps = dpm_steps(
+                config.prediction_type,
+                config.thresholding,
+                options,
+                &table.timesteps,
+                &table.sigmas,
+            );
+            (steps, options.solver_order)
+        }
+    };
+    let clip = if config.thresholding {
+        Clip::Threshold {
+            ratio: config.dynamic_thresholding_ratio as f32,
+            max: config.sample_max_value as f32,
+        }
+    } else if config.clip_sample && history_slots == 0 {
+        // The multistep solvers have no `clip_sample`.
+        Clip::Clamp(config.clip_sample_range as f32)
+    } else {
+        Clip::None
+    };
+    let learned_variance = matches!(
+        config.variance_type,
+        VarianceType::Learned | VarianceType::LearnedRange
+    );
+    Ok(Plan {
+        steps,
+        clip,
+        learned_variance,
+        history_slots,
+    })
+}
+
+fn refuse_custom_timesteps(settings: &SamplerSettings) -> Result<()> {
+    match settings.custom_timesteps {
+        Some(_) => Err(custom_timesteps_error()),
+        None => Ok(()),
+    }
+}
+
+fn custom_timesteps_error() -> Error {
+    Error::InvalidSetting {
+        setting: "custom_timesteps",
+        message: "only DDPM takes custom timesteps (as in diffusers)".into(),
+    }
+}
+
+/// DDPM's and DDIM's steps.
+fn one_step_method(
+    schedule: &Schedule,
+    settings: &SamplerSettings,
+) -> Result<Vec<StepCoefficients>> {
     let config = schedule.config();
     let invalid = |setting, message: String| Error::InvalidSetting { setting, message };
     let timesteps = match (&settings.custom_timesteps, &settings.method) {
@@ -144,30 +233,12 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
             }
             custom.clone()
         }
-        (Some(_), Method::Ddim { .. }) => {
-            return Err(invalid(
-                "custom_timesteps",
-                "only DDPM takes custom timesteps (as in diffusers)".into(),
-            ));
-        }
+        (Some(_), _) => return Err(custom_timesteps_error()),
         (None, _) => schedule.timesteps(settings.num_inference_steps)?,
     };
 
     let alphas_cumprod = schedule.alphas_cumprod();
-    let steps = match settings.method {
-        Method::Ddpm => timesteps
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                // DDPM's previous timestep is the next list entry; before the first training
-                // step alpha_prod is 1 (diffusers' `self.one`).
-                let a_t = alphas_cumprod[t] as f32;
-                let a_prev = timesteps
-                    .get(i + 1)
-                    .map_or(1.0, |&p| alphas_cumprod[p] as f32);
-                ddpm_step(config, t, a_t, a_prev)
-            })
-            .collect(),
+    Ok(match settings.method {
         Method::Ddim {
             eta,
             use_clipped_model_output,
@@ -196,25 +267,19 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
                 })
                 .collect()
         }
-    };
-    let clip = if config.thresholding {
-        Clip::Threshold {
-            ratio: config.dynamic_thresholding_ratio as f32,
-            max: config.sample_max_value as f32,
-        }
-    } else if config.clip_sample {
-        Clip::Clamp(config.clip_sample_range as f32)
-    } else {
-        Clip::None
-    };
-    let learned_variance = matches!(
-        config.variance_type,
-        VarianceType::Learned | VarianceType::LearnedRange
-    );
-    Ok(Plan {
-        steps,
-        clip,
-        learned_variance,
+        _ => timesteps
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                // DDPM's previous timestep is the next list entry; before the first training
+                // step alpha_prod is 1 (diffusers' `self.one`).
+                let a_t = alphas_cumprod[t] as f32;
+                let a_prev = timesteps
+                    .get(i + 1)
+                    .map_or(1.0, |&p| alphas_cumprod[p] as f32);
+                ddpm_step(config, t, a_t, a_prev)
+            })
+            .collect(),
     })
 }
 
@@ -268,6 +333,7 @@ fn ddim_step(
         } else {
             StepNoise::None
         },
+        history: None,
     }
 }
 
@@ -303,5 +369,6 @@ fn ddpm_step(config: &SchedulerConfig, t: usize, a_t: f32, a_prev: f32) -> StepC
         prev_from_eps: 0.0,
         prev_from_sample: alpha.sqrt() * (1.0 - a_prev) / (1.0 - a_t),
         noise,
+        history: None,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::plan::{Clip, Plan, StepNoise};
+use super::plan::{Clip, Plan, StepNoise, Stored};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec};
 
@@ -13,6 +13,7 @@ const STEP_BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,
     Binding::StorageRead,
     Binding::StorageRead,
+    Binding::StorageReadWrite,
     Binding::StorageReadWrite,
     Binding::StorageReadWrite,
 ];
@@ -55,11 +56,18 @@ struct StepParams {
     model_stride: u32,
     total: u32,
     write_x0: u32,
-    _pad: [u32; 2],
+    history_mode: u32,
+    history_write: u32,
+    history_read0: u32,
+    history_read1: u32,
+    history_coef0: f32,
+    history_coef1: f32,
+    _pad: [u32; 4],
 }
 
 /// The buffers and bind group of one run: the sample (in place), the model's output, this
-/// step's noise, the per-sample thresholds, the x0 prediction and the parameter table.
+/// step's noise, the per-sample thresholds, the x0 prediction, a multistep solver's history
+/// ring and the parameter table.
 pub(crate) struct StepRun {
     step: Arc<Kernel>,
     threshold: Option<Arc<Kernel>>,
@@ -76,6 +84,8 @@ pub(crate) struct StepRun {
     pub noise: GpuTensor,
     /// The clipped x0 prediction, written when the plan asks for it.
     pub x0: GpuTensor,
+    /// A multistep solver's stored outputs (kept alive for the bind group).
+    _history: GpuTensor,
 }
 
 impl StepRun {
@@ -149,6 +159,16 @@ impl StepRun {
                     StepNoise::Learned => (2, 0.0, 0.0, 0.0),
                     StepNoise::LearnedRange { min_log, max_log } => (3, 0.0, min_log, max_log),
                 };
+                let (history_mode, history_write, [read0, read1]) = match s.history {
+                    None => (0, 0, [(0, 0.0); 2]),
+                    Some(h) => {
+                        let mode = match h.stored {
+                            Stored::X0 => 1,
+                            Stored::Eps => 2,
+                        };
+                        (mode, h.write_slot, h.read)
+                    }
+                };
                 StepParams {
                     x0_from_sample: s.x0_from_sample,
                     x0_from_model: s.x0_from_model,
@@ -172,7 +192,13 @@ impl StepRun {
                     model_stride: (model_channels * height * width) as u32,
                     total: total as u32,
                     write_x0: u32::from(write_x0),
-                    _pad: [0; 2],
+                    history_mode,
+                    history_write,
+                    history_read0: read0.0,
+                    history_read1: read1.0,
+                    history_coef0: read0.1,
+                    history_coef1: read1.1,
+                    _pad: [0; 4],
                 }
             })
             .collect();
@@ -193,6 +219,11 @@ impl StepRun {
         let noise = GpuTensor::zeros(gpu, sample.shape(), "step noise")?;
         let x0 = GpuTensor::zeros(gpu, sample.shape(), "predicted x0")?;
         let thresholds = GpuTensor::zeros(gpu, &[batch], "thresholds")?;
+        // One-step methods bind a one-element placeholder.
+        let history = match plan.history_slots {
+            0 => GpuTensor::zeros(gpu, &[1], "history")?,
+            slots => GpuTensor::zeros(gpu, &[slots, batch, channels, height, width], "history")?,
+        };
         let step = gpu.kernel(&STEP);
         let bind_group = step.bind_group(
             device,
@@ -207,6 +238,7 @@ impl StepRun {
                 noise.buffer().as_entire_binding(),
                 thresholds.buffer().as_entire_binding(),
                 x0.buffer().as_entire_binding(),
+                history.buffer().as_entire_binding(),
             ],
         );
         Ok(Self {
@@ -221,6 +253,7 @@ impl StepRun {
             model_output,
             noise,
             x0,
+            _history: history,
         })
     }
 

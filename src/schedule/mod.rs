@@ -3,8 +3,10 @@
 
 mod betas;
 mod config;
+mod sigmas;
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
+pub use sigmas::{FinalSigma, SigmaSpacing, SigmaTable};
 
 use crate::error::{Error, Result};
 
