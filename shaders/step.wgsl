@@ -12,6 +12,8 @@
 //   5 x0_out      storage read_write f32 [B, C, H, W]: the clipped x0 prediction (when write_x0 = 1)
 //   6 history     storage read_write f32 [S, B, C, H, W]: a multistep solver's ring of S stored
 //                 outputs (x0 or eps of earlier steps); one element when unused
+//   7 model_in    storage read_write f32 [B, C, H, W]: a sigma-space solver's model input for
+//                 the next step, prev * input_scale (when write_input = 1); one element when unused
 //
 // Per element, with x = sample, m = model output:
 //   x0   = x0_from_sample * x + x0_from_model * m, then clamped (clip_mode 1) or thresholded (2)
@@ -55,10 +57,10 @@ struct StepParams {
     history_read1: u32,
     history_coef0: f32,
     history_coef1: f32,
+    input_scale: f32,
+    write_input: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
@@ -68,6 +70,7 @@ struct StepParams {
 @group(0) @binding(4) var<storage, read_write> thresholds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> x0_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> history: array<f32>;
+@group(0) @binding(7) var<storage, read_write> model_in: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 256u;
 
@@ -122,6 +125,9 @@ fn step(
         default: {}
     }
     sample[i] = prev;
+    if (p.write_input == 1u) {
+        model_in[i] = prev * p.input_scale;
+    }
     if (p.write_x0 == 1u) {
         x0_out[i] = x0;
     }

@@ -297,6 +297,7 @@ fn convert(kind: PredictionType, data: bool, timestep: usize, sigma: f32) -> Ste
         prev_from_sample: 0.0,
         noise: StepNoise::None,
         history: None,
+        next_input_scale: None,
     }
 }
 

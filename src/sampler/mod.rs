@@ -2,6 +2,7 @@
 //! kernel, with the sample on the GPU from x_T to x_0, in one call or one step at a time.
 
 mod dpm;
+mod euler;
 mod noise;
 mod plan;
 mod run;

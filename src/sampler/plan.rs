@@ -6,8 +6,11 @@
 //! most of its digits in f32), so f64 scalars would differ from diffusers by up to 5e-5.
 
 use super::dpm::{DpmSolverOptions, dpm_steps};
+use super::euler::{euler_steps, init_noise_sigma, input_scale};
 use crate::error::{Error, Result};
-use crate::schedule::{PredictionType, PrevTimestep, Schedule, SchedulerConfig, VarianceType};
+use crate::schedule::{
+    FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig, VarianceType,
+};
 
 /// The sampling algorithm.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +29,15 @@ pub enum Method {
     },
     /// Multistep DPM-Solver / DPM-Solver++, as diffusers' `DPMSolverMultistepScheduler`.
     DpmSolver(DpmSolverOptions),
+    /// Euler in sigma space, as diffusers' `EulerDiscreteScheduler` (without churn).
+    Euler {
+        /// `use_karras_sigmas`.
+        use_karras_sigmas: bool,
+        /// `final_sigmas_type`.
+        final_sigmas_type: FinalSigma,
+    },
+    /// Euler ancestral, as diffusers' `EulerAncestralDiscreteScheduler`.
+    EulerAncestral,
 }
 
 impl Method {
@@ -132,6 +144,9 @@ pub(crate) struct StepCoefficients {
     pub noise: StepNoise,
     /// Multistep solvers only.
     pub history: Option<HistoryStep>,
+    /// Sigma-space solvers: the factor `1 / sqrt(sigma_next^2 + 1)` that turns the new sample
+    /// into the next step's model input.
+    pub next_input_scale: Option<f32>,
 }
 
 /// A whole run's steps.
@@ -144,6 +159,10 @@ pub(crate) struct Plan {
     pub learned_variance: bool,
     /// Number of outputs a multistep solver keeps on the GPU (0 for one-step methods).
     pub history_slots: usize,
+    /// x_T is the standard normal draw times this (diffusers' `init_noise_sigma`).
+    pub init_noise_sigma: f32,
+    /// Sigma-space solvers: the scale of the first step's model input.
+    pub first_input_scale: Option<f32>,
 }
 
 impl StepCoefficients {
@@ -155,8 +174,8 @@ impl StepCoefficients {
 /// Validates `settings` against `schedule` and computes every step's coefficients.
 pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Plan> {
     let config = schedule.config();
-    let (steps, history_slots) = match &settings.method {
-        Method::Ddpm | Method::Ddim { .. } => (one_step_method(schedule, settings)?, 0),
+    let (steps, history_slots, clips) = match &settings.method {
+        Method::Ddpm | Method::Ddim { .. } => (one_step_method(schedule, settings)?, 0, true),
         Method::DpmSolver(options) => {
             options.validate()?;
             refuse_custom_timesteps(settings)?;
@@ -173,7 +192,35 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
                 &table.timesteps,
                 &table.sigmas,
             );
-            (steps, options.solver_order)
+            (steps, options.solver_order, false)
+        }
+        Method::Euler { .. } | Method::EulerAncestral => {
+            refuse_custom_timesteps(settings)?;
+            let (karras, final_sigma) = match settings.method {
+                Method::Euler {
+                    use_karras_sigmas,
+                    final_sigmas_type,
+                } => (use_karras_sigmas, final_sigmas_type),
+                _ => (false, FinalSigma::Zero),
+            };
+            let table =
+                schedule.euler_sigma_table(settings.num_inference_steps, karras, final_sigma)?;
+            let ancestral = settings.method == Method::EulerAncestral;
+            let steps = euler_steps(
+                config.prediction_type,
+                ancestral,
+                &table.timesteps,
+                &table.sigmas,
+            )?;
+            // Neither Euler scheduler clips or thresholds.
+            return Ok(Plan {
+                steps,
+                clip: Clip::None,
+                learned_variance: learned_variance(config),
+                history_slots: 0,
+                init_noise_sigma: init_noise_sigma(config.timestep_spacing, &table.sigmas),
+                first_input_scale: Some(input_scale(table.sigmas[0])),
+            });
         }
     };
     let clip = if config.thresholding {
@@ -181,22 +228,27 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
             ratio: config.dynamic_thresholding_ratio as f32,
             max: config.sample_max_value as f32,
         }
-    } else if config.clip_sample && history_slots == 0 {
+    } else if config.clip_sample && clips {
         // The multistep solvers have no `clip_sample`.
         Clip::Clamp(config.clip_sample_range as f32)
     } else {
         Clip::None
     };
-    let learned_variance = matches!(
-        config.variance_type,
-        VarianceType::Learned | VarianceType::LearnedRange
-    );
     Ok(Plan {
         steps,
         clip,
-        learned_variance,
+        learned_variance: learned_variance(config),
         history_slots,
+        init_noise_sigma: 1.0,
+        first_input_scale: None,
     })
+}
+
+fn learned_variance(config: &SchedulerConfig) -> bool {
+    matches!(
+        config.variance_type,
+        VarianceType::Learned | VarianceType::LearnedRange
+    )
 }
 
 fn refuse_custom_timesteps(settings: &SamplerSettings) -> Result<()> {
@@ -334,6 +386,7 @@ fn ddim_step(
             StepNoise::None
         },
         history: None,
+        next_input_scale: None,
     }
 }
 
@@ -370,5 +423,6 @@ fn ddpm_step(config: &SchedulerConfig, t: usize, a_t: f32, a_prev: f32) -> StepC
         prev_from_sample: alpha.sqrt() * (1.0 - a_prev) / (1.0 - a_t),
         noise,
         history: None,
+        next_input_scale: None,
     }
 }

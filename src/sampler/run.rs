@@ -62,9 +62,16 @@ impl<'a> SamplingRun<'a> {
         gpu.check_tensor_shape("sample", &shape)?;
         let len = shape.iter().product();
         let any_noise = plan.steps.iter().any(|s| s.adds_noise());
-        let (initial, noise) = NoiseStream::start(noise, len, plan.steps.len(), any_noise)?;
+        let (mut initial, noise) = NoiseStream::start(noise, len, plan.steps.len(), any_noise)?;
+        if plan.init_noise_sigma != 1.0 {
+            initial.iter_mut().for_each(|x| *x *= plan.init_noise_sigma);
+        }
         let sample = GpuTensor::from_slice(&gpu, &shape, &initial, "sample")?;
         let step_run = StepRun::new(&gpu, &plan, &sample, model_channels, false)?;
+        if let (Some(input), Some(scale)) = (&step_run.model_input, plan.first_input_scale) {
+            let scaled: Vec<f32> = initial.iter().map(|&x| x * scale).collect();
+            input.write(&gpu, &scaled)?;
+        }
         Ok(Self {
             gpu,
             plan,
@@ -105,10 +112,12 @@ impl<'a> SamplingRun<'a> {
             });
         }
         self.timesteps.fill(step.timestep as u32);
+        // Sigma-space solvers feed the model the scaled sample the previous step wrote.
+        let model_input = self.step_run.model_input.as_ref().unwrap_or(&self.sample);
         model.predict(
             &self.gpu,
             encoder,
-            &self.sample,
+            model_input,
             &self.timesteps,
             &self.step_run.model_output,
         )?;

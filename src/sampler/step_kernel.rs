@@ -16,6 +16,7 @@ const STEP_BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,
     Binding::StorageReadWrite,
     Binding::StorageReadWrite,
+    Binding::StorageReadWrite,
 ];
 static STEP: KernelSpec = KernelSpec {
     name: "step",
@@ -62,12 +63,14 @@ struct StepParams {
     history_read1: u32,
     history_coef0: f32,
     history_coef1: f32,
-    _pad: [u32; 4],
+    input_scale: f32,
+    write_input: u32,
+    _pad: [u32; 2],
 }
 
 /// The buffers and bind group of one run: the sample (in place), the model's output, this
 /// step's noise, the per-sample thresholds, the x0 prediction, a multistep solver's history
-/// ring and the parameter table.
+/// ring, a sigma-space solver's scaled model input and the parameter table.
 pub(crate) struct StepRun {
     step: Arc<Kernel>,
     threshold: Option<Arc<Kernel>>,
@@ -86,6 +89,11 @@ pub(crate) struct StepRun {
     pub x0: GpuTensor,
     /// A multistep solver's stored outputs (kept alive for the bind group).
     _history: GpuTensor,
+    /// The sample scaled for the model (`scale_model_input`), for sigma-space solvers: the
+    /// step writes the next step's model input here.
+    pub model_input: Option<GpuTensor>,
+    /// Bound in place of `model_input` when there is none.
+    _placeholder: GpuTensor,
 }
 
 impl StepRun {
@@ -198,7 +206,9 @@ impl StepRun {
                     history_read1: read1.0,
                     history_coef0: read0.1,
                     history_coef1: read1.1,
-                    _pad: [0; 4],
+                    input_scale: s.next_input_scale.unwrap_or(0.0),
+                    write_input: u32::from(s.next_input_scale.is_some()),
+                    _pad: [0; 2],
                 }
             })
             .collect();
@@ -224,6 +234,13 @@ impl StepRun {
             0 => GpuTensor::zeros(gpu, &[1], "history")?,
             slots => GpuTensor::zeros(gpu, &[slots, batch, channels, height, width], "history")?,
         };
+        let model_input = if plan.first_input_scale.is_some() {
+            Some(GpuTensor::zeros(gpu, sample.shape(), "model input")?)
+        } else {
+            None
+        };
+        let placeholder = GpuTensor::zeros(gpu, &[1], "model input placeholder")?;
+        let input_binding = model_input.as_ref().unwrap_or(&placeholder);
         let step = gpu.kernel(&STEP);
         let bind_group = step.bind_group(
             device,
@@ -239,6 +256,7 @@ impl StepRun {
                 thresholds.buffer().as_entire_binding(),
                 x0.buffer().as_entire_binding(),
                 history.buffer().as_entire_binding(),
+                input_binding.buffer().as_entire_binding(),
             ],
         );
         Ok(Self {
@@ -254,6 +272,8 @@ impl StepRun {
             noise,
             x0,
             _history: history,
+            model_input,
+            _placeholder: placeholder,
         })
     }
 

@@ -153,13 +153,19 @@ impl Schedule {
                 let sigmas: Vec<f64> = ramp(n)
                     .map(|r| (max_inv + r * (min_inv - max_inv)).powf(7.0))
                     .collect();
-                let steps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
+                let steps = sigmas
+                    .iter()
+                    .map(|&s| sigma_to_t(s, &log_sigmas).round_ties_even() as i64)
+                    .collect();
                 (steps, sigmas)
             }
             SigmaSpacing::LuLambdas => {
                 let (min, max) = (log_sigmas[0], log_sigmas[t - 1]);
                 let sigmas: Vec<f64> = ramp(n).map(|r| (max + r * (min - max)).exp()).collect();
-                let steps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
+                let steps = sigmas
+                    .iter()
+                    .map(|&s| sigma_to_t(s, &log_sigmas).round_ties_even() as i64)
+                    .collect();
                 (steps, sigmas)
             }
         };
@@ -190,6 +196,109 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// diffusers' `EulerDiscreteScheduler.set_timesteps(num_inference_steps)` (also
+    /// `EulerAncestralDiscreteScheduler`'s, with `karras` false and a zero final sigma): float32
+    /// timesteps under `timestep_spacing`, their sigmas interpolated in the training table,
+    /// optionally respaced the Karras way.
+    ///
+    /// diffusers hands these timesteps to the model as floats (fractional under linspace
+    /// spacing and Karras sigmas); the models here take integers, so `timesteps` holds them
+    /// rounded half to even. The sigmas are diffusers' exactly.
+    pub fn euler_sigma_table(
+        &self,
+        num_inference_steps: usize,
+        karras: bool,
+        final_sigma: FinalSigma,
+    ) -> Result<SigmaTable> {
+        let config = self.config();
+        let t = config.num_train_timesteps;
+        let n = num_inference_steps;
+        if n == 0 || n > t {
+            return Err(Error::InvalidSetting {
+                setting: "num_inference_steps",
+                message: format!("{n} is not in 1..={t} (num_train_timesteps)"),
+            });
+        }
+        let timesteps: Vec<f64> = match config.timestep_spacing {
+            TimestepSpacing::Linspace => {
+                // numpy's linspace(0, T - 1, N) in f64, then rounded to float32.
+                let step = if n > 1 {
+                    (t - 1) as f64 / (n - 1) as f64
+                } else {
+                    0.0
+                };
+                (0..n)
+                    .rev()
+                    .map(|i| {
+                        let v = if i == n - 1 && n > 1 {
+                            (t - 1) as f64
+                        } else {
+                            i as f64 * step
+                        };
+                        f64::from(v as f32)
+                    })
+                    .collect()
+            }
+            TimestepSpacing::Leading => (0..n)
+                .rev()
+                .map(|i| (i * (t / n) + config.steps_offset) as f64)
+                .collect(),
+            TimestepSpacing::Trailing => {
+                let ratio = t as f64 / n as f64;
+                let count = (t as f64 / ratio).ceil() as usize;
+                (0..count)
+                    .map(|i| (t as f64 - i as f64 * ratio).round_ties_even() - 1.0)
+                    .collect()
+            }
+        };
+        let sigmas_t = self.train_sigmas();
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&x| interp(x, &sigmas_t)).collect();
+        let mut timesteps = timesteps;
+        if karras && let (Some(&max), Some(&min)) = (sigmas.first(), sigmas.last()) {
+            let log_sigmas: Vec<f64> = sigmas_t.iter().map(|&s| f64::from(s.ln())).collect();
+            let (min_inv, max_inv) = (min.powf(1.0 / 7.0), max.powf(1.0 / 7.0));
+            sigmas = ramp(n)
+                .map(|r| (max_inv + r * (min_inv - max_inv)).powf(7.0))
+                .collect();
+            timesteps = sigmas.iter().map(|&s| sigma_to_t(s, &log_sigmas)).collect();
+        }
+        sigmas.push(match final_sigma {
+            FinalSigma::Zero => 0.0,
+            FinalSigma::SigmaMin => f64::from(sigmas_t[0]),
+        });
+        let timesteps = timesteps
+            .into_iter()
+            .map(|s| {
+                let rounded = f64::from(s as f32).round_ties_even();
+                (0.0..t as f64)
+                    .contains(&rounded)
+                    .then_some(rounded as usize)
+                    .ok_or_else(|| Error::InvalidSetting {
+                        setting: "num_inference_steps",
+                        message: format!("timestep {s} from {n} steps is outside 0..{t}"),
+                    })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        Ok(SigmaTable {
+            timesteps,
+            sigmas: sigmas.into_iter().map(|s| s as f32).collect(),
+        })
+    }
+}
+
+/// numpy's `interp(x, arange(len), table)` for `x` in the table's range.
+fn interp(x: f64, table: &[f32]) -> f64 {
+    let last = table.len() - 1;
+    if x >= last as f64 {
+        return f64::from(table[last]);
+    }
+    let x = x.max(0.0);
+    let j = x.floor() as usize;
+    let (lo, hi) = (f64::from(table[j]), f64::from(table[j + 1]));
+    (hi - lo) * (x - j as f64) + lo
+}
+
 /// numpy's `linspace(0, 1, n)`.
 fn ramp(n: usize) -> impl Iterator<Item = f64> {
     let step = if n > 1 { 1.0 / (n - 1) as f64 } else { 0.0 };
@@ -202,9 +311,9 @@ fn ramp(n: usize) -> impl Iterator<Item = f64> {
     })
 }
 
-/// diffusers' `_sigma_to_t`: the (rounded) timestep whose log sigma `sigma` falls on, by
+/// diffusers' `_sigma_to_t`: the (fractional) timestep whose log sigma `sigma` falls on, by
 /// linear interpolation in log sigma between neighbouring training timesteps.
-fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> i64 {
+fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
     let log_sigma = sigma.max(1e-10).ln();
     // The first index where the running count of `log_sigma >= log_sigmas[j]` is largest.
     let mut count = 0usize;
@@ -218,5 +327,5 @@ fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> i64 {
     let low = low.min(log_sigmas.len() - 2);
     let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
     let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
-    ((1.0 - w) * low as f64 + w * (low + 1) as f64).round_ties_even() as i64
+    (1.0 - w) * low as f64 + w * (low + 1) as f64
 }
