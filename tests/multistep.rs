@@ -1,4 +1,5 @@
-//! The multistep and sigma-space solvers against tests/fixtures/diffusers/multistep_refs.safetensors (made by
+//! The multistep solvers (DPM-Solver, UniPC) against
+//! tests/fixtures/diffusers/multistep_refs.safetensors (made by
 //! tools/fixtures/make_multistep_refs.py with diffusers 0.42.1): timestep and sigma tables,
 //! whole scheduler loops fed with fixed model outputs (every step checked, so first, middle
 //! and final lower-order steps, each with diffusers' own history), and whole loops through the
@@ -6,54 +7,15 @@
 
 mod common;
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-
-use common::{Array, fixture, gpu, rel_l2, rel_l2_f64};
+use common::solver_runs::check_run;
+use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::{
-    BetaSchedule, DpmAlgorithm, DpmSolverOptions, DpmSolverType, FinalSigma, Gpu, GpuTensor,
-    Method, NoiseModel, NoiseSource, PredictionType, Sampler, SamplerSettings, Schedule,
-    SchedulerConfig, SigmaSpacing, TimestepSpacing, Unet,
+    BetaSchedule, DpmAlgorithm, DpmSolverOptions, DpmSolverType, FinalSigma, Method, NoiseSource,
+    PredictionType, Sampler, SamplerSettings, SchedulerConfig, SigmaSpacing, TimestepSpacing, Unet,
+    UniPcOptions, UniPcSolverType,
 };
 
-const SHAPE: [usize; 4] = [2, 3, 8, 8];
-const STEP_TOLERANCE: f64 = 1e-5;
 const UNET_TOLERANCE: f64 = 1e-4;
-
-/// Replays the fixture's model outputs, one per step, whatever the sample; records the model
-/// inputs it was given.
-struct Replay {
-    outputs: Vec<f32>,
-    next: Cell<usize>,
-    inputs: RefCell<Vec<Vec<f32>>>,
-}
-
-impl Replay {
-    fn new(refs: &HashMap<String, Array>) -> Self {
-        Self {
-            outputs: refs["model_outputs"].f32(),
-            next: Cell::new(0),
-            inputs: RefCell::new(Vec::new()),
-        }
-    }
-}
-
-impl NoiseModel for Replay {
-    fn predict(
-        &self,
-        gpu: &Gpu,
-        _encoder: &mut wgpu::CommandEncoder,
-        sample: &GpuTensor,
-        _timesteps: &[u32],
-        output: &GpuTensor,
-    ) -> diffusion_wgpu::Result<()> {
-        // The input was written by the previous step, submitted already.
-        self.inputs.borrow_mut().push(sample.read(gpu)?);
-        let len = output.len();
-        let i = self.next.replace(self.next.get() + 1);
-        output.write(gpu, &self.outputs[i * len..(i + 1) * len])
-    }
-}
 
 /// The configuration of each case of the fixture script's `DPM_CASES`.
 fn dpm_case(name: &str) -> (SchedulerConfig, DpmSolverOptions, usize) {
@@ -154,74 +116,6 @@ const DPM_CASES: &[&str] = &[
     "sde3",
 ];
 
-/// Checks the case's tables and runs its loop; returns the worst step error.
-fn check_run(
-    refs: &HashMap<String, Array>,
-    key: &str,
-    config: SchedulerConfig,
-    method: Method,
-    n: usize,
-) -> f64 {
-    let schedule = Schedule::new(config.clone()).unwrap();
-    if let Method::DpmSolver(options) = &method {
-        let table = schedule
-            .sigma_table(
-                n,
-                options.sigma_spacing,
-                options.final_sigmas_type,
-                options.lambda_min_clipped,
-            )
-            .unwrap();
-        assert_eq!(
-            table.timesteps,
-            refs[&format!("tables.{key}.timesteps")].usize(),
-            "{key}"
-        );
-        let sigmas: Vec<f64> = table.sigmas.iter().map(|&s| f64::from(s)).collect();
-        let e = rel_l2_f64(&sigmas, &refs[&format!("tables.{key}.sigmas")].data);
-        assert!(e < STEP_TOLERANCE, "{key}: sigmas {e:.2e}");
-    }
-    let sampler = Sampler::new(gpu(), config).unwrap();
-    let settings = SamplerSettings {
-        method,
-        num_inference_steps: n,
-        custom_timesteps: None,
-    };
-    let expected: Vec<usize> = refs[&format!("tables.{key}.timesteps")]
-        .data
-        .iter()
-        .map(|&t| t.round_ties_even() as usize)
-        .collect();
-    assert_eq!(sampler.timesteps(&settings).unwrap(), expected, "{key}");
-    let len: usize = SHAPE.iter().product();
-    let model = Replay::new(refs);
-    let x_t = refs["x_T"].f32();
-    let noise = refs["noise"].f32();
-    let source = NoiseSource::Explicit {
-        initial: &x_t,
-        per_step: &noise[..n * len],
-    };
-    let mut run = sampler.start(&model, SHAPE, &settings, source).unwrap();
-    let prev = &refs[&format!("run.{key}.prev")];
-    let mut worst = 0.0f64;
-    for i in 0..n {
-        run.step_and_submit(&model).unwrap();
-        let sample = run.sample().read(&gpu()).unwrap();
-        let e = rel_l2(&sample, &prev.index(i));
-        assert!(e < STEP_TOLERANCE, "{key}: step {i} of {n}: {e:.2e}");
-        worst = worst.max(e);
-    }
-    // The sigma-space solvers scale the model input; the others feed the sample as it is.
-    if let Some(model_in) = refs.get(&format!("run.{key}.model_in")) {
-        for (i, input) in model.inputs.borrow().iter().enumerate() {
-            let e = rel_l2(input, &model_in.index(i));
-            assert!(e < STEP_TOLERANCE, "{key}: model input {i}: {e:.2e}");
-            worst = worst.max(e);
-        }
-    }
-    worst
-}
-
 #[test]
 fn dpm_solver_tables_and_steps_match_diffusers() {
     let refs = fixture("diffusers/multistep_refs.safetensors");
@@ -233,92 +127,70 @@ fn dpm_solver_tables_and_steps_match_diffusers() {
     }
 }
 
-/// The configuration of each case of the fixture script's `EULER_CASES` / `EULER_A_CASES`.
-fn euler_case(name: &str) -> (SchedulerConfig, Method) {
+/// The configuration of each case of the fixture script's `UNIPC_CASES` (10 steps).
+fn unipc_case(name: &str) -> (SchedulerConfig, UniPcOptions) {
     let mut config = SchedulerConfig {
         timestep_spacing: TimestepSpacing::Linspace,
         ..Default::default()
     };
-    let (mut karras, mut final_sigma, mut ancestral) = (false, FinalSigma::Zero, false);
+    let mut options = UniPcOptions::default();
     for part in name.split('.') {
         match part {
-            "euler" => {}
-            "eulera" => ancestral = true,
-            "leading" => {
-                config.timestep_spacing = TimestepSpacing::Leading;
-                config.steps_offset = 1;
+            "unipc" => {}
+            "unipc1" | "unipc3" => options.solver_order = part[5..].parse().unwrap(),
+            "bh1" => {
+                options.solver_type = UniPcSolverType::Bh1;
+                options.final_sigmas_type = FinalSigma::SigmaMin;
             }
-            "trailing" => config.timestep_spacing = TimestepSpacing::Trailing,
-            "karras" => karras = true,
+            "nolof" => {
+                options.lower_order_final = false;
+                options.final_sigmas_type = FinalSigma::SigmaMin;
+            }
+            "eps" => {
+                options.predict_x0 = false;
+                options.final_sigmas_type = FinalSigma::SigmaMin;
+            }
+            "nocorr" => options.disable_corrector = vec![0, 3],
             "v" => config.prediction_type = PredictionType::VPrediction,
             "sample" => config.prediction_type = PredictionType::Sample,
-            "sigmamin" => final_sigma = FinalSigma::SigmaMin,
-            "zsnr" => {
-                config.rescale_betas_zero_snr = true;
-                config.timestep_spacing = TimestepSpacing::Trailing;
+            "thresh" => {
+                config.thresholding = true;
+                config.sample_max_value = 1.5;
             }
+            "karras" => options.use_karras_sigmas = true,
+            "sigmamin" => options.final_sigmas_type = FinalSigma::SigmaMin,
+            "trailing" => config.timestep_spacing = TimestepSpacing::Trailing,
             other => panic!("unknown case part {other}"),
         }
     }
-    let method = if ancestral {
-        Method::EulerAncestral
-    } else {
-        Method::Euler {
-            use_karras_sigmas: karras,
-            final_sigmas_type: final_sigma,
-        }
-    };
-    (config, method)
+    (config, options)
 }
 
-const EULER_CASES: &[&str] = &[
-    "euler",
-    "euler.leading",
-    "euler.trailing",
-    "euler.karras",
-    "euler.v",
-    "euler.sample",
-    "euler.sigmamin",
-    "euler.zsnr",
-    "eulera",
-    "eulera.leading",
-    "eulera.trailing",
-    "eulera.v",
+const UNIPC_CASES: &[&str] = &[
+    "unipc",
+    "unipc.bh1",
+    "unipc1",
+    "unipc3",
+    "unipc3.bh1",
+    "unipc.nolof",
+    "unipc.eps",
+    "unipc3.eps",
+    "unipc.nocorr",
+    "unipc.v",
+    "unipc.sample",
+    "unipc.thresh",
+    "unipc.karras",
+    "unipc.sigmamin",
+    "unipc.trailing",
 ];
 
 #[test]
-fn euler_tables_and_steps_match_diffusers() {
+fn unipc_tables_and_steps_match_diffusers() {
     let refs = fixture("diffusers/multistep_refs.safetensors");
-    for name in EULER_CASES {
-        let (config, method) = euler_case(name);
-        let n = 10;
-        let schedule = Schedule::new(config.clone()).unwrap();
-        let karras = matches!(
-            method,
-            Method::Euler {
-                use_karras_sigmas: true,
-                ..
-            }
-        );
-        let final_sigma = match method {
-            Method::Euler {
-                final_sigmas_type, ..
-            } => final_sigmas_type,
-            _ => FinalSigma::Zero,
-        };
-        let table = schedule.euler_sigma_table(n, karras, final_sigma).unwrap();
-        // diffusers' float timesteps, rounded (the models here take integers).
-        let expected: Vec<usize> = refs[&format!("tables.{name}.timesteps")]
-            .data
-            .iter()
-            .map(|&t| t.round_ties_even() as usize)
-            .collect();
-        assert_eq!(table.timesteps, expected, "{name}");
-        let sigmas: Vec<f64> = table.sigmas.iter().map(|&s| f64::from(s)).collect();
-        let e = rel_l2_f64(&sigmas, &refs[&format!("tables.{name}.sigmas")].data);
-        assert!(e < STEP_TOLERANCE, "{name}: sigmas {e:.2e}");
-        let worst = check_run(&refs, name, config, method, n);
-        println!("{name}: {n} steps, worst relative L2 error {worst:.2e} (sigmas {e:.2e})");
+    for name in UNIPC_CASES {
+        let (config, options) = unipc_case(name);
+        let worst = check_run(&refs, name, config, Method::UniPc(options), 10);
+        println!("{name}: 10 steps, worst relative L2 error {worst:.2e}");
     }
 }
 
@@ -336,13 +208,7 @@ fn unet_loops_match_diffusers() {
     let shape = [2, 3, 32, 32];
     let x_t = refs["unet.x_T"].f32();
     let noise = refs["unet.noise"].f32();
-    let cases = [
-        "dpm.pp2",
-        "dpm.pp3",
-        "dpm.sde2",
-        "euler.leading",
-        "eulera.trailing",
-    ];
+    let cases = ["dpm.pp2", "dpm.pp3", "dpm.sde2", "unipc", "unipc3"];
     for key in cases {
         let (config, method, n) = match key.strip_prefix("dpm.") {
             Some(name) => {
@@ -350,8 +216,8 @@ fn unet_loops_match_diffusers() {
                 (config, Method::DpmSolver(options), n)
             }
             None => {
-                let (config, method) = euler_case(key);
-                (config, method, 10)
+                let (config, options) = unipc_case(key);
+                (config, Method::UniPc(options), 10)
             }
         };
         let sampler = Sampler::new(gpu(), config).unwrap();
@@ -374,10 +240,10 @@ fn unet_loops_match_diffusers() {
 }
 
 #[test]
-fn dpm_solver_refuses_unsupported_settings() {
+fn multistep_solvers_refuse_unsupported_settings() {
     let sampler = Sampler::new(gpu(), SchedulerConfig::default()).unwrap();
-    let settings = |options| SamplerSettings {
-        method: Method::DpmSolver(options),
+    let settings = |method| SamplerSettings {
+        method,
         num_inference_steps: 10,
         custom_timesteps: None,
     };
@@ -391,7 +257,35 @@ fn dpm_solver_refuses_unsupported_settings() {
             ..Default::default()
         },
     ] {
-        let error = sampler.timesteps(&settings(options)).unwrap_err();
+        let error = sampler
+            .timesteps(&settings(Method::DpmSolver(options)))
+            .unwrap_err();
+        assert!(
+            matches!(error, diffusion_wgpu::Error::InvalidSetting { .. }),
+            "{error}"
+        );
+    }
+    for options in [
+        UniPcOptions {
+            solver_order: 4,
+            ..Default::default()
+        },
+        UniPcOptions {
+            solver_type: UniPcSolverType::Bh1,
+            ..Default::default()
+        },
+        UniPcOptions {
+            predict_x0: false,
+            ..Default::default()
+        },
+        UniPcOptions {
+            lower_order_final: false,
+            ..Default::default()
+        },
+    ] {
+        let error = sampler
+            .timesteps(&settings(Method::UniPc(options)))
+            .unwrap_err();
         assert!(
             matches!(error, diffusion_wgpu::Error::InvalidSetting { .. }),
             "{error}"

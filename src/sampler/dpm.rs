@@ -150,23 +150,25 @@ pub(crate) fn expand_differences(order: usize, b: [f32; 3], r0: f32, r1: f32) ->
     }
 }
 
+/// The slot of the output of step `index - back` in a ring of `slots`.
+pub(crate) fn ring_slot(index: usize, back: usize, slots: usize) -> u32 {
+    ((index + slots - back % slots) % slots) as u32
+}
+
 /// The history part of step `index`: the output is stored in slot `index % slots`; the
 /// previous one or two outputs are read from theirs with `coefficients[1..]`.
-pub(crate) fn history_step(
-    index: usize,
-    slots: usize,
-    stored: Stored,
-    coefficients: [f32; 3],
-) -> HistoryStep {
-    let slot = |back: usize| ((index + slots - back % slots) % slots) as u32;
+fn history_step(index: usize, slots: usize, stored: Stored, coefficients: [f32; 3]) -> HistoryStep {
+    let slot = |back| ring_slot(index, back, slots);
     HistoryStep {
         stored,
         write_slot: slot(0),
         // A read whose coefficient is 0 (order below 3) may name any slot.
         read: [
-            (slot(1), coefficients[1]),
-            (slot(if slots >= 3 { 2 } else { 1 }), coefficients[2]),
+            (slot(1), coefficients[1], 0.0),
+            (slot(2), coefficients[2], 0.0),
+            (slot(0), 0.0, 0.0),
         ],
+        last: None,
     }
 }
 
@@ -265,9 +267,14 @@ pub(crate) fn dpm_steps(
         .collect()
 }
 
-/// diffusers' `convert_model_output` at sigma `sigma`: the x0 (and, for DPM-Solver, eps)
-/// coefficients; the update's coefficients are left at zero.
-fn convert(kind: PredictionType, data: bool, timestep: usize, sigma: f32) -> StepCoefficients {
+/// diffusers' `convert_model_output` (DPM-Solver's and UniPC's) at sigma `sigma`: the x0 (and,
+/// without `data`, eps) coefficients; the update's coefficients are left at zero.
+pub(crate) fn convert(
+    kind: PredictionType,
+    data: bool,
+    timestep: usize,
+    sigma: f32,
+) -> StepCoefficients {
     let (alpha, sigma) = alpha_sigma(sigma);
     // x0 from (x, m) as diffusers' data prediction computes it.
     let [x0_from_sample, x0_from_model] = match kind {

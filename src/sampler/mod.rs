@@ -7,11 +7,13 @@ mod noise;
 mod plan;
 mod run;
 mod step_kernel;
+mod unipc;
 
 pub use dpm::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
 pub use noise::NoiseSource;
 pub use plan::{Method, SamplerSettings};
 pub use run::SamplingRun;
+pub use unipc::{UniPcOptions, UniPcSolverType};
 
 use std::sync::Arc;
 

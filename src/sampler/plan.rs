@@ -7,9 +7,10 @@
 
 use super::dpm::{DpmSolverOptions, dpm_steps};
 use super::euler::{euler_steps, init_noise_sigma, input_scale};
+use super::unipc::{UniPcOptions, unipc_steps};
 use crate::error::{Error, Result};
 use crate::schedule::{
-    FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig, VarianceType,
+    FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig, SigmaSpacing, VarianceType,
 };
 
 /// The sampling algorithm.
@@ -38,6 +39,8 @@ pub enum Method {
     },
     /// Euler ancestral, as diffusers' `EulerAncestralDiscreteScheduler`.
     EulerAncestral,
+    /// Multistep UniPC, as diffusers' `UniPCMultistepScheduler`.
+    UniPc(UniPcOptions),
 }
 
 impl Method {
@@ -120,13 +123,27 @@ pub(crate) enum Stored {
     Eps,
 }
 
-/// The history part of a multistep step: the kernel stores this step's output in
-/// `write_slot` and adds `coefficient * history[slot]` for each `(slot, coefficient)` read.
+/// The history part of a multistep step. The kernel reads up to three earlier outputs
+/// `h_k = history[read[k].0]`; with a corrector (UniPC) it first corrects the sample,
+/// `xs = from_last * last + from_stored * q + sum_k read[k].2 * h_k` (`q` this step's stored
+/// output, `last` the corrected sample of the previous step), else `xs = x`; the new sample is
+/// `prev_from_sample * xs + ... + sum_k read[k].1 * h_k`; `q` goes to slot `write_slot`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct HistoryStep {
     pub stored: Stored,
     pub write_slot: u32,
-    pub read: [(u32, f32); 2],
+    /// (slot, coefficient in the new sample, coefficient in the corrected sample).
+    pub read: [(u32, f32, f32); 3],
+    pub last: Option<LastSample>,
+}
+
+/// UniPC's "last sample": the (corrected) sample each step keeps for the next one's corrector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LastSample {
+    /// The history slot that holds it.
+    pub slot: u32,
+    /// `(from_last, from_stored)` when this step corrects its sample; `None` keeps `x`.
+    pub correct: Option<(f32, f32)>,
 }
 
 /// The scalars of one step: see shaders/step.wgsl for how the kernel combines them.
@@ -194,6 +211,41 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
             );
             (steps, options.solver_order, false)
         }
+        Method::UniPc(options) => {
+            options.validate()?;
+            refuse_custom_timesteps(settings)?;
+            let spacing = if options.use_karras_sigmas {
+                SigmaSpacing::Karras
+            } else {
+                SigmaSpacing::Timesteps
+            };
+            let table = schedule.sigma_table(
+                settings.num_inference_steps,
+                spacing,
+                options.final_sigmas_type,
+                f64::NEG_INFINITY,
+            )?;
+            let steps = unipc_steps(
+                config.prediction_type,
+                options,
+                &table.timesteps,
+                &table.sigmas,
+            );
+            // Only the data prediction is thresholded.
+            let clip = if config.thresholding && options.predict_x0 {
+                threshold(config)
+            } else {
+                Clip::None
+            };
+            return Ok(Plan {
+                steps,
+                clip,
+                learned_variance: learned_variance(config),
+                history_slots: options.history_slots(),
+                init_noise_sigma: 1.0,
+                first_input_scale: None,
+            });
+        }
         Method::Euler { .. } | Method::EulerAncestral => {
             refuse_custom_timesteps(settings)?;
             let (karras, final_sigma) = match settings.method {
@@ -224,10 +276,7 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
         }
     };
     let clip = if config.thresholding {
-        Clip::Threshold {
-            ratio: config.dynamic_thresholding_ratio as f32,
-            max: config.sample_max_value as f32,
-        }
+        threshold(config)
     } else if config.clip_sample && clips {
         // The multistep solvers have no `clip_sample`.
         Clip::Clamp(config.clip_sample_range as f32)
@@ -242,6 +291,13 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
         init_noise_sigma: 1.0,
         first_input_scale: None,
     })
+}
+
+fn threshold(config: &SchedulerConfig) -> Clip {
+    Clip::Threshold {
+        ratio: config.dynamic_thresholding_ratio as f32,
+        max: config.sample_max_value as f32,
+    }
 }
 
 fn learned_variance(config: &SchedulerConfig) -> bool {

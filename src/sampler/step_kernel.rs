@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::plan::{Clip, Plan, StepNoise, Stored};
+use super::plan::{Clip, HistoryStep, LastSample, Plan, StepNoise, Stored};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec};
 
@@ -59,13 +59,16 @@ struct StepParams {
     write_x0: u32,
     history_mode: u32,
     history_write: u32,
-    history_read0: u32,
-    history_read1: u32,
-    history_coef0: f32,
-    history_coef1: f32,
+    history_read: [u32; 3],
+    history_coef: [f32; 3],
+    last_mode: u32,
+    last_slot: u32,
+    corr_from_last: f32,
+    corr_from_stored: f32,
+    corr_coef: [f32; 3],
     input_scale: f32,
     write_input: u32,
-    _pad: [u32; 2],
+    _pad: u32,
 }
 
 /// The buffers and bind group of one run: the sample (in place), the model's output, this
@@ -167,15 +170,27 @@ impl StepRun {
                     StepNoise::Learned => (2, 0.0, 0.0, 0.0),
                     StepNoise::LearnedRange { min_log, max_log } => (3, 0.0, min_log, max_log),
                 };
-                let (history_mode, history_write, [read0, read1]) = match s.history {
-                    None => (0, 0, [(0, 0.0); 2]),
-                    Some(h) => {
-                        let mode = match h.stored {
-                            Stored::X0 => 1,
-                            Stored::Eps => 2,
-                        };
-                        (mode, h.write_slot, h.read)
-                    }
+                let h = s.history.unwrap_or(HistoryStep {
+                    stored: Stored::X0,
+                    write_slot: 0,
+                    read: [(0, 0.0, 0.0); 3],
+                    last: None,
+                });
+                let history_mode = match (s.history, h.stored) {
+                    (None, _) => 0,
+                    (Some(_), Stored::X0) => 1,
+                    (Some(_), Stored::Eps) => 2,
+                };
+                let (last_mode, last_slot, (corr_from_last, corr_from_stored)) = match h.last {
+                    None => (0, 0, (0.0, 0.0)),
+                    Some(LastSample {
+                        slot,
+                        correct: None,
+                    }) => (1, slot, (0.0, 0.0)),
+                    Some(LastSample {
+                        slot,
+                        correct: Some(c),
+                    }) => (2, slot, c),
                 };
                 StepParams {
                     x0_from_sample: s.x0_from_sample,
@@ -201,14 +216,17 @@ impl StepRun {
                     total: total as u32,
                     write_x0: u32::from(write_x0),
                     history_mode,
-                    history_write,
-                    history_read0: read0.0,
-                    history_read1: read1.0,
-                    history_coef0: read0.1,
-                    history_coef1: read1.1,
+                    history_write: h.write_slot,
+                    history_read: h.read.map(|r| r.0),
+                    history_coef: h.read.map(|r| r.1),
+                    last_mode,
+                    last_slot,
+                    corr_from_last,
+                    corr_from_stored,
+                    corr_coef: h.read.map(|r| r.2),
                     input_scale: s.next_input_scale.unwrap_or(0.0),
                     write_input: u32::from(s.next_input_scale.is_some()),
-                    _pad: [0; 2],
+                    _pad: 0,
                 }
             })
             .collect();
