@@ -34,7 +34,7 @@ pub use model::unet::{Unet, UnetConfig};
 pub use model::{LinearNoiseModel, NoiseModel};
 pub use sampler::{
     DpmAlgorithm, DpmSolverOptions, DpmSolverType, Method, NoiseSource, Sampler, SamplerSettings,
-    SamplingRun, StepOutput, StepProgress, UniPcOptions, UniPcSolverType,
+    SamplingRun, SchedulerFile, StepOutput, StepProgress, UniPcOptions, UniPcSolverType,
 };
 pub use schedule::{
     BetaSchedule, FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig,

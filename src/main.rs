@@ -15,8 +15,9 @@ use diffusion_wgpu::model::unet::{
     BUNDLED_MODEL, ModelFiles, architecture_config, bundled_scheduler_config, write_bundled_model,
 };
 use diffusion_wgpu::{
-    ConvKernel, Error, Gpu, GpuOptions, LinearNoiseModel, Method, NoiseModel, NoiseSource,
-    PrevTimestep, Sampler, SamplerSettings, SchedulerConfig, TimestepSpacing, Tuning, Unet,
+    ConvKernel, DpmAlgorithm, DpmSolverOptions, Error, FinalSigma, Gpu, GpuOptions,
+    LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep, Sampler, SamplerSettings,
+    SchedulerConfig, SchedulerFile, TimestepSpacing, Tuning, Unet, UniPcOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -54,6 +55,19 @@ enum Command {
 enum SamplerKind {
     Ddim,
     Ddpm,
+    /// DPM-Solver++ 2M.
+    #[value(name = "dpmpp-2m")]
+    DpmPp2m,
+    /// DPM-Solver++ 3M.
+    #[value(name = "dpmpp-3m")]
+    DpmPp3m,
+    /// SDE DPM-Solver++ 2M.
+    #[value(name = "dpmpp-2m-sde")]
+    DpmPp2mSde,
+    Unipc,
+    Euler,
+    #[value(name = "euler-a")]
+    EulerA,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,9 +80,10 @@ enum Spacing {
 /// The sampler and schedule options shared by `sample` and `toy`.
 #[derive(clap::Args)]
 struct SamplingArgs {
-    /// The sampling algorithm.
-    #[arg(long, value_enum, default_value = "ddim")]
-    sampler: SamplerKind,
+    /// The sampling algorithm (default: the scheduler config's class for the solver classes,
+    /// else ddim).
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerKind>,
     /// Number of denoising steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
@@ -285,15 +300,19 @@ fn print_info(gpu: &Gpu) {
 }
 
 impl SamplingArgs {
+    /// The schedule and the algorithm of the config file's class (`_class_name`).
     fn scheduler_config(
         &self,
         model_default: Option<&Path>,
-    ) -> diffusion_wgpu::Result<SchedulerConfig> {
-        let config = match self.scheduler_config.as_deref().or(model_default) {
-            Some(path) => SchedulerConfig::from_file(path)?,
-            None => SchedulerConfig::default(),
+    ) -> diffusion_wgpu::Result<(SchedulerConfig, Method)> {
+        let (config, method) = match self.scheduler_config.as_deref().or(model_default) {
+            Some(path) => {
+                let file = SchedulerFile::from_file(path)?;
+                (file.config, file.method)
+            }
+            None => (SchedulerConfig::default(), Method::Ddpm),
         };
-        Ok(self.with_overrides(config))
+        Ok((self.with_overrides(config), method))
     }
 
     /// `config` with the command line's overrides (`--spacing`) applied.
@@ -308,21 +327,46 @@ impl SamplingArgs {
         config
     }
 
-    fn settings(&self) -> SamplerSettings {
-        match self.sampler {
-            SamplerKind::Ddpm => SamplerSettings::ddpm(self.steps),
-            SamplerKind::Ddim => SamplerSettings {
-                method: Method::Ddim {
-                    eta: self.eta,
-                    use_clipped_model_output: false,
-                    prev_timestep: if self.exact_prev_timestep {
-                        PrevTimestep::NextInList
-                    } else {
-                        PrevTimestep::Diffusers
-                    },
-                },
-                ..SamplerSettings::ddim(self.steps, self.eta)
+    /// The run: `--sampler`'s algorithm (diffusers' defaults for its class), else the config
+    /// class's (`class_method`) for a solver class, else DDIM.
+    fn settings(&self, class_method: &Method) -> SamplerSettings {
+        let dpm = |solver_order, algorithm_type| {
+            Method::DpmSolver(DpmSolverOptions {
+                solver_order,
+                algorithm_type,
+                ..Default::default()
+            })
+        };
+        let ddim = Method::Ddim {
+            eta: self.eta,
+            use_clipped_model_output: false,
+            prev_timestep: if self.exact_prev_timestep {
+                PrevTimestep::NextInList
+            } else {
+                PrevTimestep::Diffusers
             },
+        };
+        let method = match self.sampler {
+            None => match class_method {
+                Method::Ddpm | Method::Ddim { .. } => ddim,
+                solver => solver.clone(),
+            },
+            Some(SamplerKind::Ddim) => ddim,
+            Some(SamplerKind::Ddpm) => Method::Ddpm,
+            Some(SamplerKind::DpmPp2m) => dpm(2, DpmAlgorithm::DpmSolverPlusPlus),
+            Some(SamplerKind::DpmPp3m) => dpm(3, DpmAlgorithm::DpmSolverPlusPlus),
+            Some(SamplerKind::DpmPp2mSde) => dpm(2, DpmAlgorithm::SdeDpmSolverPlusPlus),
+            Some(SamplerKind::Unipc) => Method::UniPc(UniPcOptions::default()),
+            Some(SamplerKind::Euler) => Method::Euler {
+                use_karras_sigmas: false,
+                final_sigmas_type: FinalSigma::Zero,
+            },
+            Some(SamplerKind::EulerA) => Method::EulerAncestral,
+        };
+        SamplerSettings {
+            method,
+            num_inference_steps: self.steps,
+            custom_timesteps: None,
         }
     }
 }
@@ -363,12 +407,16 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         None => {
             let config = match &args.sampling.scheduler_config {
                 Some(_) => args.sampling.scheduler_config(None)?,
-                None => args.sampling.with_overrides(bundled_scheduler_config()?),
+                None => (
+                    args.sampling.with_overrides(bundled_scheduler_config()?),
+                    Method::Ddpm,
+                ),
             };
             (Unet::bundled(gpu.clone())?, config)
         }
     };
-    let settings = args.sampling.settings();
+    let (config, class_method) = config;
+    let settings = args.sampling.settings(&class_method);
     let sampler = Sampler::new(gpu.clone(), config)?;
 
     let init = match &args.init {
@@ -514,8 +562,9 @@ fn forward(gpu: Arc<Gpu>, args: &ForwardArgs) -> diffusion_wgpu::Result<()> {
 }
 
 fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
-    let sampler = Sampler::new(gpu.clone(), args.sampling.scheduler_config(None)?)?;
-    let settings = args.sampling.settings();
+    let (config, class_method) = args.sampling.scheduler_config(None)?;
+    let sampler = Sampler::new(gpu.clone(), config)?;
+    let settings = args.sampling.settings(&class_method);
     let shape = [args.batch, 3, args.size, args.size];
     println!("adapter: {}", adapter_name(&gpu));
     let (x0, seconds) = run_sampler(

@@ -6,7 +6,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixture, rel_l2};
+use common::{fixture, gpu, rel_l2};
+use diffusion_wgpu::{
+    DpmAlgorithm, DpmSolverOptions, FinalSigma, Method, NoiseSource, Sampler, SamplerSettings,
+    SchedulerConfig, SchedulerFile, Unet, UniPcOptions,
+};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -127,6 +131,94 @@ fn sample_writes_png_grids_and_safetensors() {
     let (shape, x0) = read_f32(&tensors, "x0");
     assert_eq!(shape, [1, 3, 32, 32]);
     assert!(x0.iter().all(|v| v.is_finite() && v.abs() <= 1.0 + 1e-6));
+}
+
+/// `sample --sampler NAME` (and a solver class's config file without `--sampler`) runs the
+/// library's sampler with diffusers' defaults for that class, from the same seed.
+#[test]
+fn every_sampler_name_runs_its_solver() {
+    let model = fixture_dir("unet_small");
+    let unet = Unet::load(gpu(), &model).unwrap();
+    let dpm = |solver_order, algorithm_type| {
+        Method::DpmSolver(DpmSolverOptions {
+            solver_order,
+            algorithm_type,
+            ..Default::default()
+        })
+    };
+    let dpm_file = fixture_dir("scheduler_configs/dpm.pp3.lu/scheduler_config.json");
+    let cases: Vec<(Vec<&str>, SchedulerConfig, Method)> = vec![
+        (
+            vec!["--sampler", "dpmpp-2m"],
+            SchedulerConfig::default(),
+            dpm(2, DpmAlgorithm::DpmSolverPlusPlus),
+        ),
+        (
+            vec!["--sampler", "dpmpp-3m"],
+            SchedulerConfig::default(),
+            dpm(3, DpmAlgorithm::DpmSolverPlusPlus),
+        ),
+        (
+            vec!["--sampler", "dpmpp-2m-sde"],
+            SchedulerConfig::default(),
+            dpm(2, DpmAlgorithm::SdeDpmSolverPlusPlus),
+        ),
+        (
+            vec!["--sampler", "unipc"],
+            SchedulerConfig::default(),
+            Method::UniPc(UniPcOptions::default()),
+        ),
+        (
+            vec!["--sampler", "euler"],
+            SchedulerConfig::default(),
+            Method::Euler {
+                use_karras_sigmas: false,
+                final_sigmas_type: FinalSigma::Zero,
+            },
+        ),
+        (
+            vec!["--sampler", "euler-a"],
+            SchedulerConfig::default(),
+            Method::EulerAncestral,
+        ),
+        {
+            let file = SchedulerFile::from_file(&dpm_file).unwrap();
+            (
+                vec!["--scheduler-config", dpm_file.as_str()],
+                file.config,
+                file.method,
+            )
+        },
+    ];
+    for (flags, config, method) in cases {
+        let out = scratch("solver.safetensors");
+        let mut args = vec![
+            "sample", "--model", &model, "--steps", "4", "--batch", "1", "--seed", "5",
+        ];
+        args.extend(&flags);
+        args.extend(["--out", out.to_str().unwrap()]);
+        let result = cli(&args);
+        assert!(result.status.success(), "{flags:?}");
+        let (_, x0) = read_f32(&out, "x0");
+        let settings = SamplerSettings {
+            method,
+            num_inference_steps: 4,
+            custom_timesteps: None,
+        };
+        let expected = Sampler::new(gpu(), config)
+            .unwrap()
+            .sample(
+                &unet,
+                [1, 3, 32, 32],
+                &settings,
+                NoiseSource::Seed(5),
+                &mut |_| {},
+            )
+            .unwrap();
+        let expected: Vec<f64> = expected.iter().map(|&v| f64::from(v)).collect();
+        let error = rel_l2(&x0, &expected);
+        assert!(error < 1e-6, "{flags:?}: {error:.2e}");
+    }
 }
 
 #[test]

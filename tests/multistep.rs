@@ -11,8 +11,8 @@ use common::solver_runs::check_run;
 use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::{
     BetaSchedule, DpmAlgorithm, DpmSolverOptions, DpmSolverType, FinalSigma, Method, NoiseSource,
-    PredictionType, Sampler, SamplerSettings, SchedulerConfig, SigmaSpacing, TimestepSpacing, Unet,
-    UniPcOptions, UniPcSolverType,
+    PredictionType, Sampler, SamplerSettings, SchedulerConfig, SchedulerFile, SigmaSpacing,
+    TimestepSpacing, Unet, UniPcOptions, UniPcSolverType,
 };
 
 const UNET_TOLERANCE: f64 = 1e-4;
@@ -289,6 +289,33 @@ fn multistep_solvers_refuse_unsupported_settings() {
         assert!(
             matches!(error, diffusion_wgpu::Error::InvalidSetting { .. }),
             "{error}"
+        );
+    }
+}
+
+#[test]
+fn saved_scheduler_configs_load_by_class_name() {
+    // Each file is diffusers' `save_config` of a fixture case: loading it by `_class_name`
+    // must give that case's run.
+    let refs = fixture("diffusers/multistep_refs.safetensors");
+    for key in [
+        "dpm.pp3.lu",
+        "dpm.sde2.heun",
+        "dpm.pp2.cosclip",
+        "unipc3.bh1",
+        "unipc.nocorr",
+        "euler.karras",
+        "eulera.v",
+    ] {
+        let path = format!(
+            "{}/tests/fixtures/diffusers/scheduler_configs/{key}/scheduler_config.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let file = SchedulerFile::from_file(&path).unwrap();
+        let worst = check_run(&refs, key, file.config, file.method, 10);
+        println!(
+            "{key} ({}): worst relative L2 error {worst:.2e}",
+            file.class_name
         );
     }
 }

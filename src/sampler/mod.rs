@@ -6,6 +6,7 @@ mod euler;
 mod noise;
 mod plan;
 mod run;
+mod scheduler_file;
 mod step_kernel;
 mod unipc;
 
@@ -13,6 +14,7 @@ pub use dpm::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
 pub use noise::NoiseSource;
 pub use plan::{Method, SamplerSettings};
 pub use run::SamplingRun;
+pub use scheduler_file::SchedulerFile;
 pub use unipc::{UniPcOptions, UniPcSolverType};
 
 use std::sync::Arc;
