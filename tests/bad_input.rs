@@ -1047,6 +1047,33 @@ fn solver_scheduler_files_and_settings() {
         sample_prediction.timesteps(&run(Method::EulerAncestral)),
         Want::Setting("prediction_type", "sample is not supported"),
     );
+
+    // Image-to-image.
+    for (case, strength, text) in [
+        ("strength 0", 0.0, "0 is not in (0, 1]"),
+        ("negative strength", -0.5, "-0.5 is not in (0, 1]"),
+        ("strength above 1", 1.5, "1.5 is not in (0, 1]"),
+        ("NaN strength", f64::NAN, "NaN is not in (0, 1]"),
+        ("strength keeping no step", 0.05, "keeps no step of 10"),
+    ] {
+        let result = sampler.img2img_timesteps(&run(Method::ddim(0.0)), strength);
+        check(case, "", result, Want::Setting("strength", text));
+    }
+    let model = diffusion_wgpu::LinearNoiseModel::new(0.1);
+    let result = sampler.start_from_image(
+        &model,
+        [1, 3, 8, 8],
+        &run(Method::UniPc(UniPcOptions::default())),
+        &[0.0; 3 * 8 * 4],
+        0.5,
+        diffusion_wgpu::NoiseSource::Seed(1),
+    );
+    check(
+        "init image of the wrong size",
+        "",
+        result,
+        Want::Shape("init image", "96 values"),
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::solver_runs::check_run;
+use common::solver_runs::{Replay, SHAPE, STEP_TOLERANCE, check_run};
 use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::{
     BetaSchedule, DpmAlgorithm, DpmSolverOptions, DpmSolverType, FinalSigma, Method, NoiseSource,
@@ -316,6 +316,92 @@ fn saved_scheduler_configs_load_by_class_name() {
         println!(
             "{key} ({}): worst relative L2 error {worst:.2e}",
             file.class_name
+        );
+    }
+}
+
+#[test]
+fn img2img_starts_match_diffusers() {
+    let refs = fixture("diffusers/multistep_refs.safetensors");
+    let image = refs["img2img.image"].f32();
+    let x_t = refs["x_T"].f32();
+    let noise = refs["noise"].f32();
+    let len: usize = SHAPE.iter().product();
+    let cases: [(&str, Method, f64); 7] = [
+        ("ddim", Method::ddim(0.0), 0.5),
+        ("dpm.pp2", Method::DpmSolver(Default::default()), 0.6),
+        (
+            "dpm.pp3",
+            Method::DpmSolver(DpmSolverOptions {
+                solver_order: 3,
+                ..Default::default()
+            }),
+            0.75,
+        ),
+        ("unipc", Method::UniPc(Default::default()), 0.6),
+        (
+            "unipc3",
+            Method::UniPc(UniPcOptions {
+                solver_order: 3,
+                ..Default::default()
+            }),
+            0.8,
+        ),
+        (
+            "euler",
+            Method::Euler {
+                use_karras_sigmas: false,
+                final_sigmas_type: FinalSigma::Zero,
+            },
+            0.5,
+        ),
+        ("eulera", Method::EulerAncestral, 0.3),
+    ];
+    for (name, method, strength) in cases {
+        // DDIMScheduler defaults to leading spacing, the solvers to linspace.
+        let config = SchedulerConfig {
+            timestep_spacing: if name == "ddim" {
+                TimestepSpacing::Leading
+            } else {
+                TimestepSpacing::Linspace
+            },
+            clip_sample: true,
+            ..Default::default()
+        };
+        let sampler = Sampler::new(gpu(), config).unwrap();
+        let settings = SamplerSettings {
+            method,
+            num_inference_steps: 10,
+            custom_timesteps: None,
+        };
+        let expected: Vec<usize> = refs[&format!("img2img.{name}.timesteps")]
+            .data
+            .iter()
+            .map(|&t| t.round_ties_even() as usize)
+            .collect();
+        let timesteps = sampler.img2img_timesteps(&settings, strength).unwrap();
+        assert_eq!(timesteps, expected, "{name}");
+        let n = timesteps.len();
+        let model = Replay::new(&refs);
+        let source = NoiseSource::Explicit {
+            initial: &x_t,
+            per_step: &noise[..n * len],
+        };
+        let mut run = sampler
+            .start_from_image(&model, SHAPE, &settings, &image, strength, source)
+            .unwrap();
+        let start = run.sample().read(&gpu()).unwrap();
+        let mut worst = rel_l2(&start, &refs[&format!("img2img.{name}.start")].data);
+        assert!(worst < STEP_TOLERANCE, "{name}: start {worst:.2e}");
+        let prev = &refs[&format!("img2img.{name}.prev")];
+        for i in 0..n {
+            run.step_and_submit(&model).unwrap();
+            let e = rel_l2(&run.sample().read(&gpu()).unwrap(), &prev.index(i));
+            assert!(e < STEP_TOLERANCE, "{name}: step {i} of {n}: {e:.2e}");
+            worst = worst.max(e);
+        }
+        println!(
+            "img2img {name} (strength {strength}, {n} steps): worst relative L2 error {worst:.2e}"
         );
     }
 }

@@ -100,16 +100,18 @@ fn lambda(alpha: f32, sigma: f32) -> f32 {
     alpha.ln() - sigma.ln()
 }
 
-/// The order diffusers' `step` uses at each of `n` steps.
-pub(crate) fn step_orders(
+/// The order diffusers' `step` uses at each of `n` steps, for a run that starts at step
+/// `first` (its warm-up counts from there).
+fn step_orders(
     n: usize,
     order: usize,
     lower_order_final: bool,
     force_first_at_final: bool,
+    first: usize,
 ) -> Vec<usize> {
     (0..n)
         .map(|i| {
-            let done = i.min(order);
+            let done = i.saturating_sub(first).min(order);
             let lower_final = i == n - 1 && (force_first_at_final || (lower_order_final && n < 15));
             let lower_second = i + 2 == n && lower_order_final && n < 15;
             if order == 1 || done < 1 || lower_final {
@@ -172,13 +174,15 @@ fn history_step(index: usize, slots: usize, stored: Stored, coefficients: [f32; 
     }
 }
 
-/// Every step of a DPM-Solver run over `sigmas` (one more than `timesteps`).
+/// Every step of a DPM-Solver run over `sigmas` (one more than `timesteps`) that starts at
+/// step `first`.
 pub(crate) fn dpm_steps(
     prediction_type: PredictionType,
     thresholding: bool,
     options: &DpmSolverOptions,
     timesteps: &[usize],
     sigmas: &[f32],
+    first: usize,
 ) -> Vec<StepCoefficients> {
     let n = timesteps.len();
     let orders = step_orders(
@@ -186,6 +190,7 @@ pub(crate) fn dpm_steps(
         options.solver_order,
         options.lower_order_final,
         options.euler_at_final || options.final_sigmas_type == FinalSigma::Zero,
+        first,
     );
     let data = options.algorithm_type != DpmAlgorithm::DpmSolver;
     let stored = if data { Stored::X0 } else { Stored::Eps };

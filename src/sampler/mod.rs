@@ -4,6 +4,7 @@
 mod dpm;
 mod euler;
 mod noise;
+mod one_step;
 mod plan;
 mod run;
 mod scheduler_file;
@@ -84,7 +85,44 @@ impl Sampler {
     ) -> Result<SamplingRun<'a>> {
         let plan = plan::plan(&self.schedule, settings)?;
         let model_channels = model.output_channels(shape[1]);
-        SamplingRun::new(self.gpu.clone(), plan, shape, model_channels, noise)
+        SamplingRun::new(self.gpu.clone(), plan, shape, model_channels, noise, None)
+    }
+
+    /// The timesteps an image-to-image run at `strength` visits (see
+    /// [`start_from_image`](Self::start_from_image)).
+    pub fn img2img_timesteps(
+        &self,
+        settings: &SamplerSettings,
+        strength: f64,
+    ) -> Result<Vec<usize>> {
+        let plan = plan::img2img_plan(&self.schedule, settings, strength)?;
+        Ok(plan.steps.iter().map(|s| s.timestep).collect())
+    }
+
+    /// Starts an image-to-image run, as diffusers' img2img pipelines do: of `settings`' N
+    /// steps, the last `floor(N * strength)` (`strength` in (0, 1]), from `image` (the clean
+    /// sample x0, [B, C, H, W] = `shape`, in the model's range) noised to the first one's
+    /// level with the scheduler's `add_noise`. The noise is `noise`'s first draw (its
+    /// `initial` when explicit); the steps' noise follows as in [`start`](Self::start).
+    pub fn start_from_image<'a>(
+        &self,
+        model: &dyn NoiseModel,
+        shape: [usize; 4],
+        settings: &SamplerSettings,
+        image: &[f32],
+        strength: f64,
+        noise: NoiseSource<'a>,
+    ) -> Result<SamplingRun<'a>> {
+        let plan = plan::img2img_plan(&self.schedule, settings, strength)?;
+        let model_channels = model.output_channels(shape[1]);
+        SamplingRun::new(
+            self.gpu.clone(),
+            plan,
+            shape,
+            model_channels,
+            noise,
+            Some(image),
+        )
     }
 
     /// Runs a whole sampling loop from x_T to x_0 for a batch of `shape` ([B, C, H, W]) and

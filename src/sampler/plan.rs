@@ -5,13 +5,12 @@
 //! tables: diffusers does so, and some of them cancel (`1 - a_t / a_prev` near t = 0 loses
 //! most of its digits in f32), so f64 scalars would differ from diffusers by up to 5e-5.
 
-use super::dpm::{DpmSolverOptions, dpm_steps};
+use super::dpm::{DpmSolverOptions, alpha_sigma, dpm_steps};
 use super::euler::{euler_steps, init_noise_sigma, input_scale};
+use super::one_step::one_step_method;
 use super::unipc::{UniPcOptions, unipc_steps};
 use crate::error::{Error, Result};
-use crate::schedule::{
-    FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig, SigmaSpacing, VarianceType,
-};
+use crate::schedule::{FinalSigma, PrevTimestep, Schedule, SigmaSpacing, VarianceType};
 
 /// The sampling algorithm.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +179,9 @@ pub(crate) struct Plan {
     pub init_noise_sigma: f32,
     /// Sigma-space solvers: the scale of the first step's model input.
     pub first_input_scale: Option<f32>,
+    /// Image-to-image: the first sample is `image_noise[0] * image + image_noise[1] * noise`
+    /// (diffusers' `add_noise` at the first step).
+    pub image_noise: [f32; 2],
 }
 
 impl StepCoefficients {
@@ -190,9 +192,75 @@ impl StepCoefficients {
 
 /// Validates `settings` against `schedule` and computes every step's coefficients.
 pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Plan> {
+    plan_from(schedule, settings, 0)
+}
+
+/// The plan of an image-to-image run (diffusers' img2img `get_timesteps`): of the N steps of
+/// `settings`, the last `floor(N * strength)`, started by noising the image to the first one's
+/// level (see [`Plan::image_noise`]).
+pub(crate) fn img2img_plan(
+    schedule: &Schedule,
+    settings: &SamplerSettings,
+    strength: f64,
+) -> Result<Plan> {
+    let invalid = |message| Error::InvalidSetting {
+        setting: "strength",
+        message,
+    };
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(invalid(format!("{strength} is not in (0, 1]")));
+    }
+    let n = settings
+        .custom_timesteps
+        .as_ref()
+        .map_or(settings.num_inference_steps, Vec::len);
+    let kept = ((n as f64 * strength) as usize).min(n);
+    if kept == 0 {
+        return Err(invalid(format!(
+            "{strength} keeps no step of {n} (it keeps floor(steps * strength))"
+        )));
+    }
+    plan_from(schedule, settings, n - kept)
+}
+
+/// The plan from step `first` of `settings`' run on: a multistep solver starts its warm-up
+/// (lower orders, no corrector) there, as diffusers does after `set_begin_index(first)`.
+fn plan_from(schedule: &Schedule, settings: &SamplerSettings, first: usize) -> Result<Plan> {
     let config = schedule.config();
-    let (steps, history_slots, clips) = match &settings.method {
-        Method::Ddpm | Method::Ddim { .. } => (one_step_method(schedule, settings)?, 0, true),
+    let mut plan = Plan {
+        steps: Vec::new(),
+        clip: if config.thresholding {
+            Clip::Threshold {
+                ratio: config.dynamic_thresholding_ratio as f32,
+                max: config.sample_max_value as f32,
+            }
+        } else {
+            Clip::None
+        },
+        learned_variance: matches!(
+            config.variance_type,
+            VarianceType::Learned | VarianceType::LearnedRange
+        ),
+        history_slots: 0,
+        init_noise_sigma: 1.0,
+        first_input_scale: None,
+        image_noise: [1.0, 0.0],
+    };
+    let sigma_noise = |sigma: f32| {
+        let (alpha, sigma) = alpha_sigma(sigma);
+        [alpha, sigma]
+    };
+    match &settings.method {
+        Method::Ddpm | Method::Ddim { .. } => {
+            plan.steps = one_step_method(schedule, settings)?;
+            if !config.thresholding && config.clip_sample {
+                plan.clip = Clip::Clamp(config.clip_sample_range as f32);
+            }
+            if let Some(step) = plan.steps.get(first) {
+                let a = schedule.alphas_cumprod()[step.timestep] as f32;
+                plan.image_noise = [a.sqrt(), (1.0 - a).sqrt()];
+            }
+        }
         Method::DpmSolver(options) => {
             options.validate()?;
             refuse_custom_timesteps(settings)?;
@@ -202,14 +270,16 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
                 options.final_sigmas_type,
                 options.lambda_min_clipped,
             )?;
-            let steps = dpm_steps(
+            plan.steps = dpm_steps(
                 config.prediction_type,
                 config.thresholding,
                 options,
                 &table.timesteps,
                 &table.sigmas,
+                first,
             );
-            (steps, options.solver_order, false)
+            plan.history_slots = options.solver_order;
+            plan.image_noise = sigma_noise(table.sigmas[first.min(table.sigmas.len() - 1)]);
         }
         Method::UniPc(options) => {
             options.validate()?;
@@ -225,26 +295,19 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
                 options.final_sigmas_type,
                 f64::NEG_INFINITY,
             )?;
-            let steps = unipc_steps(
+            plan.steps = unipc_steps(
                 config.prediction_type,
                 options,
                 &table.timesteps,
                 &table.sigmas,
+                first,
             );
             // Only the data prediction is thresholded.
-            let clip = if config.thresholding && options.predict_x0 {
-                threshold(config)
-            } else {
-                Clip::None
-            };
-            return Ok(Plan {
-                steps,
-                clip,
-                learned_variance: learned_variance(config),
-                history_slots: options.history_slots(),
-                init_noise_sigma: 1.0,
-                first_input_scale: None,
-            });
+            if !options.predict_x0 {
+                plan.clip = Clip::None;
+            }
+            plan.history_slots = options.history_slots();
+            plan.image_noise = sigma_noise(table.sigmas[first.min(table.sigmas.len() - 1)]);
         }
         Method::Euler { .. } | Method::EulerAncestral => {
             refuse_custom_timesteps(settings)?;
@@ -258,53 +321,28 @@ pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Pl
             let table =
                 schedule.euler_sigma_table(settings.num_inference_steps, karras, final_sigma)?;
             let ancestral = settings.method == Method::EulerAncestral;
-            let steps = euler_steps(
+            plan.steps = euler_steps(
                 config.prediction_type,
                 ancestral,
                 &table.timesteps,
                 &table.sigmas,
             )?;
             // Neither Euler scheduler clips or thresholds.
-            return Ok(Plan {
-                steps,
-                clip: Clip::None,
-                learned_variance: learned_variance(config),
-                history_slots: 0,
-                init_noise_sigma: init_noise_sigma(config.timestep_spacing, &table.sigmas),
-                first_input_scale: Some(input_scale(table.sigmas[0])),
-            });
+            plan.clip = Clip::None;
+            plan.init_noise_sigma = init_noise_sigma(config.timestep_spacing, &table.sigmas);
+            let sigma = table.sigmas[first.min(table.sigmas.len() - 1)];
+            plan.first_input_scale = Some(input_scale(sigma));
+            plan.image_noise = [1.0, sigma];
         }
-    };
-    let clip = if config.thresholding {
-        threshold(config)
-    } else if config.clip_sample && clips {
-        // The multistep solvers have no `clip_sample`.
-        Clip::Clamp(config.clip_sample_range as f32)
-    } else {
-        Clip::None
-    };
-    Ok(Plan {
-        steps,
-        clip,
-        learned_variance: learned_variance(config),
-        history_slots,
-        init_noise_sigma: 1.0,
-        first_input_scale: None,
-    })
-}
-
-fn threshold(config: &SchedulerConfig) -> Clip {
-    Clip::Threshold {
-        ratio: config.dynamic_thresholding_ratio as f32,
-        max: config.sample_max_value as f32,
     }
-}
-
-fn learned_variance(config: &SchedulerConfig) -> bool {
-    matches!(
-        config.variance_type,
-        VarianceType::Learned | VarianceType::LearnedRange
-    )
+    if first >= plan.steps.len() && first > 0 {
+        return Err(Error::InvalidSetting {
+            setting: "strength",
+            message: format!("no step left after skipping {first}"),
+        });
+    }
+    plan.steps.drain(..first);
+    Ok(plan)
 }
 
 fn refuse_custom_timesteps(settings: &SamplerSettings) -> Result<()> {
@@ -314,171 +352,9 @@ fn refuse_custom_timesteps(settings: &SamplerSettings) -> Result<()> {
     }
 }
 
-fn custom_timesteps_error() -> Error {
+pub(crate) fn custom_timesteps_error() -> Error {
     Error::InvalidSetting {
         setting: "custom_timesteps",
         message: "only DDPM takes custom timesteps (as in diffusers)".into(),
-    }
-}
-
-/// DDPM's and DDIM's steps.
-fn one_step_method(
-    schedule: &Schedule,
-    settings: &SamplerSettings,
-) -> Result<Vec<StepCoefficients>> {
-    let config = schedule.config();
-    let invalid = |setting, message: String| Error::InvalidSetting { setting, message };
-    let timesteps = match (&settings.custom_timesteps, &settings.method) {
-        (Some(custom), Method::Ddpm) => {
-            let t = schedule.num_train_timesteps();
-            if custom.is_empty() || custom.windows(2).any(|w| w[1] >= w[0]) || custom[0] >= t {
-                return Err(invalid(
-                    "custom_timesteps",
-                    format!(
-                        "expected a non-empty, strictly descending list below {t}, got {custom:?}"
-                    ),
-                ));
-            }
-            custom.clone()
-        }
-        (Some(_), _) => return Err(custom_timesteps_error()),
-        (None, _) => schedule.timesteps(settings.num_inference_steps)?,
-    };
-
-    let alphas_cumprod = schedule.alphas_cumprod();
-    Ok(match settings.method {
-        Method::Ddim {
-            eta,
-            use_clipped_model_output,
-            prev_timestep,
-        } => {
-            if !(0.0..=1.0).contains(&eta) {
-                return Err(invalid(
-                    "eta",
-                    format!("{eta} is not in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)"),
-                ));
-            }
-            (0..timesteps.len())
-                .map(|i| {
-                    let t = timesteps[i];
-                    let prev = schedule.ddim_prev_timestep(&timesteps, i, prev_timestep);
-                    let a_t = alphas_cumprod[t] as f32;
-                    let a_prev = schedule.ddim_alpha_prod(prev) as f32;
-                    ddim_step(
-                        config.prediction_type,
-                        t,
-                        a_t,
-                        a_prev,
-                        eta,
-                        use_clipped_model_output,
-                    )
-                })
-                .collect()
-        }
-        _ => timesteps
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                // DDPM's previous timestep is the next list entry; before the first training
-                // step alpha_prod is 1 (diffusers' `self.one`).
-                let a_t = alphas_cumprod[t] as f32;
-                let a_prev = timesteps
-                    .get(i + 1)
-                    .map_or(1.0, |&p| alphas_cumprod[p] as f32);
-                ddpm_step(config, t, a_t, a_prev)
-            })
-            .collect(),
-    })
-}
-
-/// x0 and eps as linear combinations of the sample x and the model output m.
-fn prediction(kind: PredictionType, a_t: f32) -> [f32; 4] {
-    let (sqrt_a, sqrt_b) = (a_t.sqrt(), (1.0 - a_t).sqrt());
-    match kind {
-        // x0 = (x - sqrt(b) m) / sqrt(a), eps = m
-        PredictionType::Epsilon => [1.0 / sqrt_a, -sqrt_b / sqrt_a, 0.0, 1.0],
-        // x0 = sqrt(a) x - sqrt(b) v, eps = sqrt(a) v + sqrt(b) x
-        PredictionType::VPrediction => [sqrt_a, -sqrt_b, sqrt_b, sqrt_a],
-        // x0 = m, eps = (x - sqrt(a) m) / sqrt(b)
-        PredictionType::Sample => [0.0, 1.0, 1.0 / sqrt_b, -sqrt_a / sqrt_b],
-    }
-}
-
-fn ddim_step(
-    kind: PredictionType,
-    t: usize,
-    a_t: f32,
-    a_prev: f32,
-    eta: f32,
-    use_clipped_model_output: bool,
-) -> StepCoefficients {
-    let [
-        x0_from_sample,
-        x0_from_model,
-        mut eps_from_sample,
-        mut eps_from_model,
-    ] = prediction(kind, a_t);
-    let mut eps_from_x0 = 0.0;
-    if use_clipped_model_output {
-        // eps = (x - sqrt(a) x0_clipped) / sqrt(b)
-        let sqrt_b = (1.0 - a_t).sqrt();
-        (eps_from_sample, eps_from_model, eps_from_x0) = (1.0 / sqrt_b, 0.0, -a_t.sqrt() / sqrt_b);
-    }
-    let variance = ((1.0 - a_prev) / (1.0 - a_t)) * (1.0 - a_t / a_prev);
-    let std = eta * variance.sqrt();
-    StepCoefficients {
-        timestep: t,
-        x0_from_sample,
-        x0_from_model,
-        eps_from_sample,
-        eps_from_model,
-        eps_from_x0,
-        prev_from_x0: a_prev.sqrt(),
-        prev_from_eps: (1.0 - a_prev - std * std).sqrt(),
-        prev_from_sample: 0.0,
-        noise: if eta > 0.0 {
-            StepNoise::Fixed(std)
-        } else {
-            StepNoise::None
-        },
-        history: None,
-        next_input_scale: None,
-    }
-}
-
-fn ddpm_step(config: &SchedulerConfig, t: usize, a_t: f32, a_prev: f32) -> StepCoefficients {
-    let [x0_from_sample, x0_from_model, _, _] = prediction(config.prediction_type, a_t);
-    let alpha = a_t / a_prev;
-    let beta = 1.0 - alpha;
-    let variance = ((1.0 - a_prev) / (1.0 - a_t) * beta).max(1e-20);
-    let noise = if t == 0 {
-        StepNoise::None
-    } else {
-        match config.variance_type {
-            VarianceType::FixedSmall => StepNoise::Fixed(variance.sqrt()),
-            VarianceType::FixedSmallLog => StepNoise::Fixed((0.5 * variance.ln()).exp()),
-            // fixed_large_log: diffusers computes sqrt(log(beta)), a NaN; exp(0.5 * log(beta))
-            // is the value the Glide "max_log" variance stands for.
-            VarianceType::FixedLarge | VarianceType::FixedLargeLog => StepNoise::Fixed(beta.sqrt()),
-            VarianceType::Learned => StepNoise::Learned,
-            VarianceType::LearnedRange => StepNoise::LearnedRange {
-                min_log: variance.ln(),
-                max_log: beta.ln(),
-            },
-        }
-    };
-    StepCoefficients {
-        timestep: t,
-        x0_from_sample,
-        x0_from_model,
-        eps_from_sample: 0.0,
-        eps_from_model: 0.0,
-        eps_from_x0: 0.0,
-        prev_from_x0: (a_prev.sqrt() * beta) / (1.0 - a_t),
-        prev_from_eps: 0.0,
-        prev_from_sample: alpha.sqrt() * (1.0 - a_prev) / (1.0 - a_t),
-        noise,
-        history: None,
-        next_input_scale: None,
     }
 }

@@ -189,12 +189,14 @@ fn vandermonde(rks: &[f32], n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Every step of a UniPC run over `sigmas` (one more than `timesteps`).
+/// Every step of a UniPC run over `sigmas` (one more than `timesteps`) that starts at step
+/// `first` (its warm-up counts from there; its first step has no corrector).
 pub(crate) fn unipc_steps(
     kind: PredictionType,
     options: &UniPcOptions,
     timesteps: &[usize],
     sigmas: &[f32],
+    first: usize,
 ) -> Vec<StepCoefficients> {
     let n = timesteps.len();
     let order = options.solver_order;
@@ -206,7 +208,7 @@ pub(crate) fn unipc_steps(
             } else {
                 order
             };
-            o.min(i.min(order) + 1)
+            o.min(i.saturating_sub(first).min(order) + 1)
         })
         .collect();
     let lambdas: Vec<f32> = sigmas
@@ -235,7 +237,7 @@ pub(crate) fn unipc_steps(
             }
 
             // Corrector of step i - 1's prediction, with that step's order.
-            let corrected = i > 0 && !options.disable_corrector.contains(&(i - 1));
+            let corrected = i > first && !options.disable_corrector.contains(&(i - 1));
             let correct = corrected.then(|| {
                 let o = orders[i - 1];
                 let c = update(options, &lambdas, sigmas, i - 1, i, o);
