@@ -10,14 +10,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diffusion_wgpu::bench::BenchSettings;
 use diffusion_wgpu::bench::peer::{self, PeerModel};
 use diffusion_wgpu::bench::soak::soak;
-use diffusion_wgpu::io::{read_tensors, take_tensor, write_png_grid, write_tensors};
+use diffusion_wgpu::io::{read_png, read_tensors, take_tensor, write_png_grid, write_tensors};
 use diffusion_wgpu::model::unet::{
     BUNDLED_MODEL, ModelFiles, architecture_config, bundled_scheduler_config, write_bundled_model,
 };
 use diffusion_wgpu::{
     ConvKernel, DpmAlgorithm, DpmSolverOptions, Error, FinalSigma, Gpu, GpuOptions,
     LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep, Sampler, SamplerSettings,
-    SchedulerConfig, SchedulerFile, TimestepSpacing, Tuning, Unet, UniPcOptions,
+    SchedulerConfig, SchedulerFile, StepProgress, TimestepSpacing, Tuning, Unet, UniPcOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -125,6 +125,13 @@ struct SampleArgs {
     /// A safetensors file with `x_T` [B,C,H,W], the starting noise.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Image-to-image: start from this image (a PNG, or a safetensors file with `x0`
+    /// [B,C,H,W] in [-1, 1]) noised to the level `--strength` sets.
+    #[arg(long, conflicts_with = "init")]
+    init_image: Option<PathBuf>,
+    /// Image-to-image: the share of the steps run, in (0, 1].
+    #[arg(long, default_value_t = 0.8)]
+    strength: f64,
     /// A safetensors file with `noise` [steps,B,C,H,W], the noise each step adds, in order.
     #[arg(long)]
     noise: Option<PathBuf>,
@@ -372,12 +379,14 @@ impl SamplingArgs {
 }
 
 /// Runs the sampler with a progress bar on stderr; returns x0 and the seconds it took.
+/// `image`: an image-to-image start (the image and the strength).
 fn run_sampler(
     sampler: &Sampler,
     model: &dyn NoiseModel,
     shape: [usize; 4],
     settings: &SamplerSettings,
     noise: NoiseSource<'_>,
+    image: Option<(&[f32], f64)>,
 ) -> diffusion_wgpu::Result<(Vec<f32>, f64)> {
     let bar = ProgressBar::new(settings.num_inference_steps as u64);
     bar.set_style(
@@ -385,11 +394,23 @@ fn run_sampler(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    let result = sampler.sample(model, shape, settings, noise, &mut |p| {
+    let mut progress = |p: StepProgress| {
         bar.set_length(p.total as u64);
         bar.set_position(p.index as u64 + 1);
         bar.set_message(p.timestep.to_string());
-    });
+    };
+    let result = match image {
+        Some((image, strength)) => sampler.sample_from_image(
+            model,
+            shape,
+            settings,
+            image,
+            strength,
+            noise,
+            &mut progress,
+        ),
+        None => sampler.sample(model, shape, settings, noise, &mut progress),
+    };
     bar.finish_and_clear();
     Ok((result?, start.elapsed().as_secs_f64()))
 }
@@ -432,9 +453,25 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         }
         None => None,
     };
-    let shape = match &init {
-        Some(x_t) => [x_t.shape[0], x_t.shape[1], x_t.shape[2], x_t.shape[3]],
-        None => {
+    let image = match &args.init_image {
+        Some(path) => {
+            let size = args.size.or(unet.config().sample_size);
+            let expected = [None, Some(unet.config().in_channels), size, size];
+            let is_png = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            let mut tensors = if is_png {
+                std::iter::once(("x0".to_string(), read_png(path)?)).collect()
+            } else {
+                read_tensors(path)?
+            };
+            Some(take_tensor(&mut tensors, path, "x0", &expected)?)
+        }
+        None => None,
+    };
+    let shape = match (&init, &image) {
+        (Some(x), _) | (None, Some(x)) => [x.shape[0], x.shape[1], x.shape[2], x.shape[3]],
+        (None, None) => {
             let size =
                 args.size
                     .or(unet.config().sample_size)
@@ -489,11 +526,12 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         "prepared the model in {:.1} s (graph, pipelines, one warm-up pass)",
         start.elapsed().as_secs_f64()
     );
+    let image = image.as_ref().map(|x| (x.data.as_slice(), args.strength));
     let (x0, seconds) = if labels.is_empty() {
-        run_sampler(&sampler, &unet, shape, &settings, source)?
+        run_sampler(&sampler, &unet, shape, &settings, source, image)?
     } else {
         let model = unet.with_class_labels(&labels);
-        run_sampler(&sampler, &model, shape, &settings, source)?
+        run_sampler(&sampler, &model, shape, &settings, source, image)?
     };
     write_output(&args.out, &x0, shape)?;
     println!(
@@ -573,6 +611,7 @@ fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
         shape,
         &settings,
         NoiseSource::Seed(args.sampling.seed),
+        None,
     )?;
     let mean = x0.iter().map(|&v| f64::from(v)).sum::<f64>() / x0.len() as f64;
     let std = (x0

@@ -221,6 +221,102 @@ fn every_sampler_name_runs_its_solver() {
     }
 }
 
+/// Writes an 8-bit RGB PNG of `side` x `side` with a fixed pattern.
+fn write_rgb_png(path: &Path, side: u32) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, side, side);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let pixels: Vec<u8> = (0..side * side * 3).map(|i| (i * 37 % 256) as u8).collect();
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+}
+
+#[test]
+fn init_image_runs_image_to_image() {
+    let model = fixture_dir("unet_small");
+    let unet = Unet::load(gpu(), &model).unwrap();
+    let png_path = scratch("init.png");
+    write_rgb_png(&png_path, 32);
+    let out = scratch("img2img.safetensors");
+    let args = [
+        "sample",
+        "--model",
+        &model,
+        "--sampler",
+        "dpmpp-2m",
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--strength",
+        "0.5",
+        "--init-image",
+        png_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let result = cli(&args);
+    assert!(result.status.success());
+    let (shape, x0) = read_f32(&out, "x0");
+    assert_eq!(shape, [1, 3, 32, 32]);
+    let image = diffusion_wgpu::io::read_png(&png_path).unwrap();
+    assert_eq!(image.shape, [1, 3, 32, 32]);
+    // Pixel (0, 0) is (0, 37, 74): 2 * p / 255 - 1 per channel, channel-major.
+    assert_eq!(image.data[0], -1.0);
+    assert!((image.data[32 * 32] - (2.0 * 37.0 / 255.0 - 1.0)).abs() < 1e-6);
+    let settings = SamplerSettings {
+        method: Method::DpmSolver(DpmSolverOptions::default()),
+        num_inference_steps: 4,
+        custom_timesteps: None,
+    };
+    let expected = Sampler::new(gpu(), SchedulerConfig::default())
+        .unwrap()
+        .sample_from_image(
+            &unet,
+            [1, 3, 32, 32],
+            &settings,
+            &image.data,
+            0.5,
+            NoiseSource::Seed(5),
+            &mut |_| {},
+        )
+        .unwrap();
+    let expected: Vec<f64> = expected.iter().map(|&v| f64::from(v)).collect();
+    let error = rel_l2(&x0, &expected);
+    assert!(error < 1e-6, "{error:.2e}");
+
+    // An image of the wrong size, and a strength outside (0, 1], are one-line errors.
+    let small = scratch("init_small.png");
+    write_rgb_png(&small, 16);
+    for (path, strength) in [(&small, "0.5"), (&png_path, "1.5")] {
+        let result = cli(&[
+            "sample",
+            "--model",
+            &model,
+            "--steps",
+            "4",
+            "--strength",
+            strength,
+            "--init-image",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!result.status.success());
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(
+            errors[0].contains(if strength == "1.5" { "strength" } else { "x0" }),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn no_subcommand_samples_the_bundled_model() {
     let png = scratch("bundled.png");

@@ -156,6 +156,26 @@ impl Sampler {
         Ok(run.into_sample())
     }
 
+    /// An image-to-image loop ([`start_from_image`](Self::start_from_image) stepped to the
+    /// end), read back once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_from_image(
+        &self,
+        model: &dyn NoiseModel,
+        shape: [usize; 4],
+        settings: &SamplerSettings,
+        image: &[f32],
+        strength: f64,
+        noise: NoiseSource<'_>,
+        progress: &mut dyn FnMut(StepProgress),
+    ) -> Result<Vec<f32>> {
+        let mut run = self.start_from_image(model, shape, settings, image, strength, noise)?;
+        while let Some(step) = run.step_and_submit(model)? {
+            progress(step);
+        }
+        run.into_sample().read(&self.gpu)
+    }
+
     /// One step on host data, like diffusers' `scheduler.step(model_output, timestep, sample)`
     /// after `set_timesteps`: `timestep` must be one of `settings`' timesteps; `noise` is the
     /// step's `variance_noise` (needed when the step adds noise). A multistep solver's steps
