@@ -1380,8 +1380,8 @@ fn command_line_misuse() {
             "invalid value 'many' for '--steps <STEPS>'",
         ),
         (
-            vec!["sample", "--sampler", "euler"],
-            "invalid value 'euler' for '--sampler",
+            vec!["sample", "--sampler", "lms"],
+            "invalid value 'lms' for '--sampler",
         ),
         (vec!["render"], "unrecognized subcommand 'render'"),
         (
