@@ -13,6 +13,9 @@
 //   6 history     storage read_write f32 [S, B, C, H, W]: a multistep solver's ring of stored
 //                 outputs (x0 or eps of earlier steps), and for UniPC one slot holding the
 //                 previous step's corrected sample; one element when unused
+// RePaint (inpaint = 1) keeps the known region: with image = history[0], mask = history[1]
+// (1 keeps the image), prev = mask * (known_image * image + known_noise * noise)
+// + (1 - mask) * prev.
 //   7 model_in    storage read_write f32 [B, C, H, W]: a sigma-space solver's model input for
 //                 the next step, prev * input_scale (when write_input = 1); one element when unused
 //
@@ -73,6 +76,9 @@ struct StepParams {
     corr_coef2: f32,
     input_scale: f32,
     write_input: u32,
+    inpaint: u32,
+    known_image: f32,
+    known_noise: f32,
     _pad0: u32,
 }
 
@@ -144,6 +150,11 @@ fn step(
             prev += exp(0.5 * log_variance) * noise[i];
         }
         default: {}
+    }
+    if (p.inpaint == 1u) {
+        let mask = history[p.total + i];
+        let known = p.known_image * history[i] + p.known_noise * noise[i];
+        prev = mask * known + (1.0 - mask) * prev;
     }
     sample[i] = prev;
     if (p.write_input == 1u) {

@@ -33,8 +33,9 @@ pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{LinearNoiseModel, NoiseModel};
 pub use sampler::{
-    DpmAlgorithm, DpmSolverOptions, DpmSolverType, Method, NoiseSource, Sampler, SamplerSettings,
-    SamplingRun, SchedulerFile, StepOutput, StepProgress, UniPcOptions, UniPcSolverType,
+    DpmAlgorithm, DpmSolverOptions, DpmSolverType, Method, NoiseSource, RePaintOptions, Sampler,
+    SamplerSettings, SamplingRun, SchedulerFile, StepOutput, StepProgress, UniPcOptions,
+    UniPcSolverType,
 };
 pub use schedule::{
     BetaSchedule, FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig,

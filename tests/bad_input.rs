@@ -1074,6 +1074,52 @@ fn solver_scheduler_files_and_settings() {
         result,
         Want::Shape("init image", "96 values"),
     );
+
+    // Inpainting.
+    let image = [0.0f32; 2 * 3 * 8 * 8];
+    let inpaint = |mask: &[f32], options: &diffusion_wgpu::RePaintOptions| {
+        sampler.inpaint(
+            &model,
+            [2, 3, 8, 8],
+            10,
+            options,
+            &image,
+            mask,
+            diffusion_wgpu::NoiseSource::Seed(1),
+            &mut |_| {},
+        )
+    };
+    let options = diffusion_wgpu::RePaintOptions::default();
+    check(
+        "mask of the wrong size",
+        "",
+        inpaint(&[1.0; 2 * 8 * 4], &options),
+        Want::Shape("inpainting mask", "64 values"),
+    );
+    check(
+        "jump length 0",
+        "",
+        inpaint(
+            &[1.0; 2 * 8 * 8],
+            &diffusion_wgpu::RePaintOptions {
+                jump_length: 0,
+                ..options
+            },
+        ),
+        Want::Setting("jump_length / jump_n_sample", "at least 1"),
+    );
+    check(
+        "RePaint eta 2",
+        "",
+        inpaint(
+            &[1.0; 2 * 8 * 8],
+            &diffusion_wgpu::RePaintOptions {
+                eta: 2.0,
+                ..options
+            },
+        ),
+        Want::Setting("eta", "2 is not in [0, 1]"),
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use common::solver_runs::{Replay, SHAPE, STEP_TOLERANCE, check_run};
 use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::{
     BetaSchedule, DpmAlgorithm, DpmSolverOptions, DpmSolverType, FinalSigma, Method, NoiseSource,
-    PredictionType, Sampler, SamplerSettings, SchedulerConfig, SchedulerFile, SigmaSpacing,
-    TimestepSpacing, Unet, UniPcOptions, UniPcSolverType,
+    PredictionType, RePaintOptions, Sampler, SamplerSettings, SchedulerConfig, SchedulerFile,
+    SigmaSpacing, TimestepSpacing, Unet, UniPcOptions, UniPcSolverType,
 };
 
 const UNET_TOLERANCE: f64 = 1e-4;
@@ -403,5 +403,64 @@ fn img2img_starts_match_diffusers() {
         println!(
             "img2img {name} (strength {strength}, {n} steps): worst relative L2 error {worst:.2e}"
         );
+    }
+}
+
+#[test]
+fn repaint_matches_diffusers() {
+    let refs = fixture("diffusers/multistep_refs.safetensors");
+    let image = refs["repaint.image"].f32();
+    let mask = refs["repaint.mask"].f32();
+    let draws = refs["repaint.noise"].f32();
+    let len: usize = SHAPE.iter().product();
+    for (name, eta, clip, jump_length, jump_n_sample) in [
+        ("eta0", 0.0, true, 3, 2),
+        ("eta1", 1.0, true, 3, 2),
+        ("noclip", 0.5, false, 2, 2),
+    ] {
+        let config = SchedulerConfig {
+            num_train_timesteps: 100,
+            clip_sample: clip,
+            ..Default::default()
+        };
+        let sampler = Sampler::new(gpu(), config).unwrap();
+        let options = RePaintOptions {
+            eta,
+            jump_length,
+            jump_n_sample,
+        };
+        // x_T, one draw per denoising step, 10 (T / N) per jump step.
+        let timesteps = refs[&format!("repaint.{name}.timesteps")].usize();
+        let mut last = timesteps[0] + 1;
+        let mut needed = 0;
+        for &t in &timesteps {
+            needed += if t < last { 1 } else { 10 };
+            last = t;
+        }
+        let model = Replay::new(&refs);
+        let source = NoiseSource::Explicit {
+            initial: &draws[..len],
+            per_step: &draws[len..(1 + needed) * len],
+        };
+        let mut visited = Vec::new();
+        let x0 = sampler
+            .inpaint(
+                &model,
+                SHAPE,
+                10,
+                &options,
+                &image,
+                &mask,
+                source,
+                &mut |p| visited.push(p.timestep),
+            )
+            .unwrap();
+        assert_eq!(visited, timesteps, "{name}");
+        let e = rel_l2(&x0, &refs[&format!("repaint.{name}.x0")].data);
+        println!(
+            "RePaint {name}: {} entries, x0 relative L2 error {e:.2e}",
+            timesteps.len()
+        );
+        assert!(e < STEP_TOLERANCE, "{name}: {e:.2e}");
     }
 }

@@ -310,6 +310,7 @@ pub(crate) fn convert(
         noise: StepNoise::None,
         history: None,
         next_input_scale: None,
+        known: None,
     }
 }
 

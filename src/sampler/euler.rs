@@ -81,6 +81,7 @@ pub(crate) fn euler_steps(
                 noise,
                 history: None,
                 next_input_scale: Some(input_scale(sigma_next)),
+                known: None,
             }
         })
         .collect())

@@ -127,6 +127,7 @@ fn ddim_step(
         },
         history: None,
         next_input_scale: None,
+        known: None,
     }
 }
 
@@ -164,5 +165,6 @@ fn ddpm_step(config: &SchedulerConfig, t: usize, a_t: f32, a_prev: f32) -> StepC
         noise,
         history: None,
         next_input_scale: None,
+        known: None,
     }
 }

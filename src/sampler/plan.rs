@@ -163,6 +163,8 @@ pub(crate) struct StepCoefficients {
     /// Sigma-space solvers: the factor `1 / sqrt(sigma_next^2 + 1)` that turns the new sample
     /// into the next step's model input.
     pub next_input_scale: Option<f32>,
+    /// RePaint: the known region's `[image, noise]` coefficients.
+    pub known: Option<[f32; 2]>,
 }
 
 /// A whole run's steps.

@@ -68,6 +68,9 @@ struct StepParams {
     corr_coef: [f32; 3],
     input_scale: f32,
     write_input: u32,
+    inpaint: u32,
+    known_image: f32,
+    known_noise: f32,
     _pad: u32,
 }
 
@@ -90,8 +93,8 @@ pub(crate) struct StepRun {
     pub noise: GpuTensor,
     /// The clipped x0 prediction, written when the plan asks for it.
     pub x0: GpuTensor,
-    /// A multistep solver's stored outputs (kept alive for the bind group).
-    _history: GpuTensor,
+    /// A multistep solver's stored outputs; RePaint's image and mask.
+    pub history: GpuTensor,
     /// The sample scaled for the model (`scale_model_input`), for sigma-space solvers: the
     /// step writes the next step's model input here.
     pub model_input: Option<GpuTensor>,
@@ -226,6 +229,9 @@ impl StepRun {
                     corr_coef: h.read.map(|r| r.2),
                     input_scale: s.next_input_scale.unwrap_or(0.0),
                     write_input: u32::from(s.next_input_scale.is_some()),
+                    inpaint: u32::from(s.known.is_some()),
+                    known_image: s.known.map_or(0.0, |k| k[0]),
+                    known_noise: s.known.map_or(0.0, |k| k[1]),
                     _pad: 0,
                 }
             })
@@ -289,7 +295,7 @@ impl StepRun {
             model_output,
             noise,
             x0,
-            _history: history,
+            history,
             model_input,
             _placeholder: placeholder,
         })
