@@ -16,8 +16,9 @@ use diffusion_wgpu::model::unet::{
 };
 use diffusion_wgpu::{
     ConvKernel, DpmAlgorithm, DpmSolverOptions, Error, FinalSigma, Gpu, GpuOptions,
-    LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep, Sampler, SamplerSettings,
-    SchedulerConfig, SchedulerFile, StepProgress, TimestepSpacing, Tuning, Unet, UniPcOptions,
+    LinearNoiseModel, Method, NoiseModel, NoiseSource, PrevTimestep, RePaintOptions, Sampler,
+    SamplerSettings, SchedulerConfig, SchedulerFile, StepProgress, TimestepSpacing, Tuning, Unet,
+    UniPcOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -132,6 +133,17 @@ struct SampleArgs {
     /// Image-to-image: the share of the steps run, in (0, 1].
     #[arg(long, default_value_t = 0.8)]
     strength: f64,
+    /// Inpaint --init-image with RePaint where this mask is black (a PNG, white keeps the
+    /// image; or a safetensors file with `mask` [B,1|C,H,W], 1 keeping it). Uses --steps and
+    /// --eta; --sampler does not apply.
+    #[arg(long, requires = "init_image")]
+    mask: Option<PathBuf>,
+    /// RePaint: steps taken back up the chain per jump.
+    #[arg(long, default_value_t = 10)]
+    jump_length: usize,
+    /// RePaint: how many times each jump is made.
+    #[arg(long, default_value_t = 10)]
+    jump_n_sample: usize,
     /// A safetensors file with `noise` [steps,B,C,H,W], the noise each step adds, in order.
     #[arg(long)]
     noise: Option<PathBuf>,
@@ -526,8 +538,55 @@ fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         "prepared the model in {:.1} s (graph, pipelines, one warm-up pass)",
         start.elapsed().as_secs_f64()
     );
+    let mask = match &args.mask {
+        Some(path)
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("png")) =>
+        {
+            // White (>= 0.5 after scaling to [0, 1], as diffusers binarizes) keeps the image.
+            let mut mask = read_png(path)?;
+            mask.data
+                .iter_mut()
+                .for_each(|v| *v = if *v >= 0.0 { 1.0 } else { 0.0 });
+            Some(mask.data)
+        }
+        Some(path) => {
+            let mut tensors = read_tensors(path)?;
+            let c = [None, Some(shape[2]), Some(shape[3])];
+            Some(
+                take_tensor(
+                    &mut tensors,
+                    path,
+                    "mask",
+                    &[Some(shape[0]), c[0], c[1], c[2]],
+                )?
+                .data,
+            )
+        }
+        None => None,
+    };
     let image = image.as_ref().map(|x| (x.data.as_slice(), args.strength));
-    let (x0, seconds) = if labels.is_empty() {
+    let (x0, seconds) = if let (Some(mask), Some((image, _))) = (&mask, image) {
+        let start = Instant::now();
+        let options = RePaintOptions {
+            eta: args.sampling.eta,
+            jump_length: args.jump_length,
+            jump_n_sample: args.jump_n_sample,
+        };
+        let steps = args.sampling.steps;
+        let x0 = sampler.inpaint(
+            &unet,
+            shape,
+            steps,
+            &options,
+            image,
+            mask,
+            source,
+            &mut |_| {},
+        )?;
+        (x0, start.elapsed().as_secs_f64())
+    } else if labels.is_empty() {
         run_sampler(&sampler, &unet, shape, &settings, source, image)?
     } else {
         let model = unet.with_class_labels(&labels);

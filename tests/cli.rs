@@ -318,6 +318,69 @@ fn init_image_runs_image_to_image() {
 }
 
 #[test]
+fn mask_runs_repaint() {
+    let model = fixture_dir("unet_small");
+    let unet = Unet::load(gpu(), &model).unwrap();
+    let png_path = scratch("inpaint.png");
+    write_rgb_png(&png_path, 32);
+    // A safetensors mask [1, 1, 32, 32]: keep the left half.
+    let mask: Vec<f32> = (0..32 * 32)
+        .map(|i| if i % 32 < 16 { 1.0 } else { 0.0 })
+        .collect();
+    let mask_path = scratch("mask.safetensors");
+    let view =
+        TensorView::new(Dtype::F32, vec![1, 1, 32, 32], bytemuck::cast_slice(&mask)).unwrap();
+    safetensors::serialize_to_file([("mask", view)], None, &mask_path).unwrap();
+    let out = scratch("inpainted.safetensors");
+    let args = [
+        "sample",
+        "--model",
+        &model,
+        "--steps",
+        "4",
+        "--seed",
+        "5",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+        "--init-image",
+        png_path.to_str().unwrap(),
+        "--mask",
+        mask_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let result = cli(&args);
+    assert!(result.status.success());
+    let (_, x0) = read_f32(&out, "x0");
+    let image = diffusion_wgpu::io::read_png(&png_path).unwrap();
+    let options = diffusion_wgpu::RePaintOptions {
+        eta: 0.0,
+        jump_length: 2,
+        jump_n_sample: 2,
+    };
+    let expected = Sampler::new(gpu(), SchedulerConfig::default())
+        .unwrap()
+        .inpaint(
+            &unet,
+            [1, 3, 32, 32],
+            4,
+            &options,
+            &image.data,
+            &mask,
+            NoiseSource::Seed(5),
+            &mut |_| {},
+        )
+        .unwrap();
+    // The kept half is the image itself.
+    assert!((expected[0] - image.data[0]).abs() < 1e-6);
+    let expected: Vec<f64> = expected.iter().map(|&v| f64::from(v)).collect();
+    let error = rel_l2(&x0, &expected);
+    assert!(error < 1e-6, "{error:.2e}");
+}
+
+#[test]
 fn no_subcommand_samples_the_bundled_model() {
     let png = scratch("bundled.png");
     let result = cli(&[
