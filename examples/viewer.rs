@@ -7,9 +7,10 @@
 //! cargo run --release --example viewer -- [--batch 16] [--steps 50] [--sampler ddim] [--seed 0]
 //! ```
 //!
-//! Keys: N new seed, D DDPM/DDIM, Up/Down more/fewer steps, P x0 prediction / current sample,
-//! Esc quits. The title shows the step and the milliseconds per step. `--frames N` exits after
-//! N frames (for headless checks under Xvfb).
+//! Keys: N new seed, D next sampler (DDIM, DDPM, DPM-Solver++ 2M, UniPC, Euler), Up/Down
+//! more/fewer steps, P x0 prediction / current sample, Esc quits. The title shows the step and
+//! the milliseconds per step. `--frames N` exits after N frames (for headless checks under
+//! Xvfb).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +37,23 @@ const GRID_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8Unorm;
 enum Method {
     Ddim,
     Ddpm,
+    #[value(name = "dpmpp-2m")]
+    DpmPp2m,
+    Unipc,
+    Euler,
+}
+
+impl Method {
+    /// The next sampler in the cycle the D key walks.
+    fn next(self) -> Self {
+        match self {
+            Method::Ddim => Method::Ddpm,
+            Method::Ddpm => Method::DpmPp2m,
+            Method::DpmPp2m => Method::Unipc,
+            Method::Unipc => Method::Euler,
+            Method::Euler => Method::Ddim,
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -47,7 +65,7 @@ struct Args {
     /// Denoising steps.
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// DDIM (eta 0) or DDPM.
+    /// The sampler (DDIM with eta 0, DDPM, DPM-Solver++ 2M, UniPC or Euler).
     #[arg(long, value_enum, default_value_t = Method::Ddim)]
     sampler: Method,
     /// Seed of the first run (N adds one).
@@ -292,10 +310,7 @@ impl Viewer {
                 self.restart()
             }
             Key::Character(c) if c.eq_ignore_ascii_case("d") => {
-                settings.method = match settings.method {
-                    Method::Ddim => Method::Ddpm,
-                    Method::Ddpm => Method::Ddim,
-                };
+                settings.method = settings.method.next();
                 self.restart()
             }
             Key::Character(c) if c.eq_ignore_ascii_case("p") => self.toggle_preview(),
@@ -377,6 +392,9 @@ impl Viewer {
         let method = match self.settings.method {
             Method::Ddim => "DDIM",
             Method::Ddpm => "DDPM",
+            Method::DpmPp2m => "DPM-Solver++ 2M",
+            Method::Unipc => "UniPC",
+            Method::Euler => "Euler",
         };
         let showing = if self.preview.is_some() {
             "x0 prediction"
@@ -384,7 +402,7 @@ impl Viewer {
             "sample"
         };
         self.window.set_title(&format!(
-            "{method} seed {}: step {}/{}, {:.0} ms/step ({showing}) | N seed, D DDPM/DDIM, Up/Down steps, P preview",
+            "{method} seed {}: step {}/{}, {:.0} ms/step ({showing}) | N seed, D sampler, Up/Down steps, P preview",
             self.settings.seed,
             self.run.steps_done(),
             self.run.total_steps(),
@@ -414,6 +432,18 @@ impl RunSettings {
         let settings = match self.method {
             Method::Ddim => SamplerSettings::ddim(self.steps, 0.0),
             Method::Ddpm => SamplerSettings::ddpm(self.steps),
+            solver => SamplerSettings {
+                method: match solver {
+                    Method::DpmPp2m => diffusion_wgpu::Method::DpmSolver(Default::default()),
+                    Method::Unipc => diffusion_wgpu::Method::UniPc(Default::default()),
+                    _ => diffusion_wgpu::Method::Euler {
+                        use_karras_sigmas: false,
+                        final_sigmas_type: diffusion_wgpu::FinalSigma::Zero,
+                    },
+                },
+                num_inference_steps: self.steps,
+                custom_timesteps: None,
+            },
         };
         let shape = [self.batch, 1, 28, 28];
         let run = sampler.start(model, shape, &settings, NoiseSource::Seed(self.seed))?;

@@ -1,4 +1,4 @@
-// DDPM / DDIM step kernels: one fused elementwise dispatch per denoising step (`step`), and
+// Denoising step kernels (DDPM, DDIM and the multistep solvers): one fused elementwise dispatch per denoising step (`step`), and
 // for dynamic thresholding a per-sample quantile of |x0| computed on the GPU (`threshold`),
 // dispatched just before it in the same pass.
 //
@@ -10,11 +10,26 @@
 //   3 noise       storage read f32 [B, C, H, W]: this step's noise (read only when it adds noise)
 //   4 thresholds  storage read_write f32 [B]: the dynamic threshold s of each sample
 //   5 x0_out      storage read_write f32 [B, C, H, W]: the clipped x0 prediction (when write_x0 = 1)
+//   6 history     storage read_write f32 [S, B, C, H, W]: a multistep solver's ring of stored
+//                 outputs (x0 or eps of earlier steps), and for UniPC one slot holding the
+//                 previous step's corrected sample; one element when unused
+// RePaint (inpaint = 1) keeps the known region: with image = history[0], mask = history[1]
+// (1 keeps the image), prev = mask * (known_image * image + known_noise * noise)
+// + (1 - mask) * prev.
+//   7 model_in    storage read_write f32 [B, C, H, W]: a sigma-space solver's model input for
+//                 the next step, prev * input_scale (when write_input = 1); one element when unused
 //
 // Per element, with x = sample, m = model output:
 //   x0   = x0_from_sample * x + x0_from_model * m, then clamped (clip_mode 1) or thresholded (2)
 //   eps  = eps_from_sample * x + eps_from_model * m + eps_from_x0 * x0
-//   prev = prev_from_x0 * x0 + prev_from_eps * eps + prev_from_sample * x + std * noise
+//   prev = prev_from_x0 * x0 + prev_from_eps * eps + prev_from_sample * xs + std * noise
+//          + sum_k history_coef<k> * h_k
+// with xs = x, except for a multistep step (history_mode 1 stores x0, 2 stores eps: q) with
+// h_k = history[history_read<k>] (earlier outputs) and, for UniPC (last_mode 2), its corrector
+//   xs = corr_from_last * history[last_slot] + corr_from_stored * q + sum_k corr_coef<k> * h_k
+// (last_mode 1 and 2 keep xs in last_slot for the next step). q is stored in slot
+// history_write for the steps after it (read before written: slots with a nonzero
+// coefficient differ from it).
 // where std is noise_std (variance_mode 1), sqrt(v) (2: learned) or
 // exp(0.5 * mix(min_log, max_log, (v + 1) / 2)) (3: learned_range), v the model's variance
 // channel, and there is no noise term for variance_mode 0. The host derives every coefficient
@@ -43,8 +58,28 @@ struct StepParams {
     model_stride: u32,
     total: u32,
     write_x0: u32,
+    history_mode: u32,
+    history_write: u32,
+    // Uniform arrays need a 16-byte stride: three scalars each instead.
+    history_read0: u32,
+    history_read1: u32,
+    history_read2: u32,
+    history_coef0: f32,
+    history_coef1: f32,
+    history_coef2: f32,
+    last_mode: u32,
+    last_slot: u32,
+    corr_from_last: f32,
+    corr_from_stored: f32,
+    corr_coef0: f32,
+    corr_coef1: f32,
+    corr_coef2: f32,
+    input_scale: f32,
+    write_input: u32,
+    inpaint: u32,
+    known_image: f32,
+    known_noise: f32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
@@ -53,6 +88,8 @@ struct StepParams {
 @group(0) @binding(3) var<storage, read> noise: array<f32>;
 @group(0) @binding(4) var<storage, read_write> thresholds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> x0_out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> history: array<f32>;
+@group(0) @binding(7) var<storage, read_write> model_in: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 256u;
 
@@ -82,7 +119,24 @@ fn step(
         x0 = clamp(x0, -s, s) / s;
     }
     let eps = p.eps_from_sample * x + p.eps_from_model * m + p.eps_from_x0 * x0;
-    var prev = p.prev_from_x0 * x0 + p.prev_from_eps * eps + p.prev_from_sample * x;
+    var prev = p.prev_from_x0 * x0 + p.prev_from_eps * eps;
+    var xs = x;
+    if (p.history_mode != 0u) {
+        let q = select(eps, x0, p.history_mode == 1u);
+        let h0 = history[p.history_read0 * p.total + i];
+        let h1 = history[p.history_read1 * p.total + i];
+        let h2 = history[p.history_read2 * p.total + i];
+        prev += p.history_coef0 * h0 + p.history_coef1 * h1 + p.history_coef2 * h2;
+        if (p.last_mode == 2u) {
+            xs = p.corr_from_last * history[p.last_slot * p.total + i] + p.corr_from_stored * q
+                + p.corr_coef0 * h0 + p.corr_coef1 * h1 + p.corr_coef2 * h2;
+        }
+        if (p.last_mode != 0u) {
+            history[p.last_slot * p.total + i] = xs;
+        }
+        history[p.history_write * p.total + i] = q;
+    }
+    prev += p.prev_from_sample * xs;
     switch p.variance_mode {
         case 1u: {
             prev += p.noise_std * noise[i];
@@ -97,7 +151,15 @@ fn step(
         }
         default: {}
     }
+    if (p.inpaint == 1u) {
+        let mask = history[p.total + i];
+        let known = p.known_image * history[i] + p.known_noise * noise[i];
+        prev = mask * known + (1.0 - mask) * prev;
+    }
     sample[i] = prev;
+    if (p.write_input == 1u) {
+        model_in[i] = prev * p.input_scale;
+    }
     if (p.write_x0 == 1u) {
         x0_out[i] = x0;
     }

@@ -135,6 +135,48 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Resul
     std::fs::write(path, bytes).map_err(io_error)
 }
 
+/// Reads an 8-bit grayscale or RGB PNG as one image [1, C, H, W] in [-1, 1] (diffusers'
+/// image processor: `2 * pixel / 255 - 1`); C is 1 or 3. Other formats are errors naming the
+/// file.
+pub fn read_png(path: &Path) -> Result<HostTensor> {
+    let error = |message: String| Error::Checkpoint {
+        file: path.display().to_string(),
+        tensor: "(image)".into(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| error(format!("not a readable PNG: {e}")))?;
+    let info = reader.info();
+    let (width, height) = (info.width as usize, info.height as usize);
+    let channels = match (info.color_type, info.bit_depth) {
+        (png::ColorType::Grayscale, png::BitDepth::Eight) => 1,
+        (png::ColorType::Rgb, png::BitDepth::Eight) => 3,
+        (color, depth) => {
+            return Err(error(format!(
+                "{color:?} at {depth:?} bits; expected 8-bit grayscale or RGB"
+            )));
+        }
+    };
+    let mut pixels = vec![0u8; reader.output_buffer_size().unwrap_or(0)];
+    reader
+        .next_frame(&mut pixels)
+        .map_err(|e| error(format!("not a readable PNG: {e}")))?;
+    let mut data = vec![0f32; channels * height * width];
+    for (i, &p) in pixels.iter().take(data.len()).enumerate() {
+        let (c, pixel) = (i % channels, i / channels);
+        data[c * height * width + pixel] = 2.0 * (f32::from(p) / 255.0) - 1.0;
+    }
+    Ok(HostTensor {
+        shape: vec![1, channels, height, width],
+        data,
+    })
+}
+
 /// Writes a batch of images [B, C, H, W] in [-1, 1] as one PNG grid (as square as possible,
 /// 2-pixel black borders: [`GridLayout`]), mapping each value as diffusers' pipelines do:
 /// `round(255 * clamp(x / 2 + 0.5, 0, 1))`. C = 1 gives grayscale, C = 3 RGB.

@@ -39,10 +39,12 @@ pub use model::unet::{Unet, UnetConfig};
 pub use model::{Conditioning, LinearNoiseModel, NoiseModel};
 pub use pipeline::{TextToImage, TextToImageRun, TextToImageSettings};
 pub use sampler::{
-    Method, NoiseSource, Sampler, SamplerSettings, SamplingRun, StepOutput, StepProgress,
+    DpmAlgorithm, DpmSolverOptions, DpmSolverType, Method, NoiseSource, RePaintOptions, Sampler,
+    SamplerSettings, SamplingRun, SchedulerFile, StepOutput, StepProgress, UniPcOptions,
+    UniPcSolverType,
 };
 pub use schedule::{
-    BetaSchedule, PredictionType, PrevTimestep, Schedule, SchedulerConfig, TimestepSpacing,
-    VarianceType,
+    BetaSchedule, FinalSigma, PredictionType, PrevTimestep, Schedule, SchedulerConfig,
+    SigmaSpacing, SigmaTable, TimestepSpacing, VarianceType,
 };
 pub use text::{ClipTextConfig, ClipTokenizer, PipelineFiles, VaeConfig};

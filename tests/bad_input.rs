@@ -17,8 +17,9 @@ use std::sync::Arc;
 use common::gpu;
 use diffusion_wgpu::nn::Weights;
 use diffusion_wgpu::{
-    Error, Gpu, GpuOptions, GpuTensor, Sampler, SamplerSettings, Schedule, SchedulerConfig, Unet,
-    UnetConfig,
+    DpmAlgorithm, DpmSolverOptions, Error, Gpu, GpuOptions, GpuTensor, Method, Sampler,
+    SamplerSettings, Schedule, SchedulerConfig, SchedulerFile, Unet, UnetConfig, UniPcOptions,
+    UniPcSolverType,
 };
 use serde_json::Value;
 
@@ -925,6 +926,203 @@ fn scheduler_configs_and_sampler_settings() {
 }
 
 #[test]
+fn solver_scheduler_files_and_settings() {
+    let files: Vec<(&str, &str, Want)> = vec![
+        (
+            "unknown class",
+            r#"{"_class_name": "LMSDiscreteScheduler"}"#,
+            Want::Config("_class_name", "LMSDiscreteScheduler is not supported"),
+        ),
+        (
+            "unknown DPM algorithm",
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver"}"#,
+            Want::Config("algorithm_type", "expected one of dpmsolver++"),
+        ),
+        (
+            "DPM order as a string",
+            r#"{"_class_name": "DPMSolverMultistepScheduler", "solver_order": "2"}"#,
+            Want::Config("solver_order", "non-negative integer"),
+        ),
+        (
+            "exponential sigmas",
+            r#"{"_class_name": "EulerDiscreteScheduler", "use_exponential_sigmas": true}"#,
+            Want::Config("use_exponential_sigmas", "not supported"),
+        ),
+        (
+            "log-linear interpolation",
+            r#"{"_class_name": "EulerDiscreteScheduler", "interpolation_type": "log_linear"}"#,
+            Want::Config("interpolation_type", "not supported"),
+        ),
+        (
+            "UniPC corrector list of strings",
+            r#"{"_class_name": "UniPCMultistepScheduler", "disable_corrector": ["a"]}"#,
+            Want::Config("disable_corrector", "list of non-negative integers"),
+        ),
+        (
+            "a bad shared key in a solver file",
+            r#"{"_class_name": "UniPCMultistepScheduler", "beta_schedule": "cosine"}"#,
+            Want::Config("beta_schedule", "expected one of linear"),
+        ),
+    ];
+    for (case, text, want) in files {
+        check(
+            case,
+            "test",
+            SchedulerFile::from_json_str(text, "test"),
+            want,
+        );
+    }
+
+    let sampler = Sampler::new(gpu(), SchedulerConfig::default()).unwrap();
+    let run = |method| SamplerSettings {
+        method,
+        num_inference_steps: 10,
+        custom_timesteps: None,
+    };
+    let settings: Vec<(&str, SamplerSettings, Want)> = vec![
+        (
+            "DPM-Solver order 4",
+            run(Method::DpmSolver(DpmSolverOptions {
+                solver_order: 4,
+                ..Default::default()
+            })),
+            Want::Setting("solver_order", "4 is not supported"),
+        ),
+        (
+            "DPM-Solver order 0",
+            run(Method::DpmSolver(DpmSolverOptions {
+                solver_order: 0,
+                ..Default::default()
+            })),
+            Want::Setting("solver_order", "0 is not supported"),
+        ),
+        (
+            "dpmsolver with a zero final sigma",
+            run(Method::DpmSolver(DpmSolverOptions {
+                algorithm_type: DpmAlgorithm::DpmSolver,
+                ..Default::default()
+            })),
+            Want::Setting("final_sigmas_type", "use sigma_min"),
+        ),
+        (
+            "UniPC order 5",
+            run(Method::UniPc(UniPcOptions {
+                solver_order: 5,
+                ..Default::default()
+            })),
+            Want::Setting("solver_order", "5 is not supported"),
+        ),
+        (
+            "UniPC bh1 with a zero final sigma",
+            run(Method::UniPc(UniPcOptions {
+                solver_type: UniPcSolverType::Bh1,
+                ..Default::default()
+            })),
+            Want::Setting("solver_type", "bh1 needs final_sigmas_type sigma_min"),
+        ),
+        (
+            "custom timesteps for a solver",
+            SamplerSettings {
+                custom_timesteps: Some(vec![500, 0]),
+                ..run(Method::EulerAncestral)
+            },
+            Want::Setting("custom_timesteps", "only DDPM"),
+        ),
+    ];
+    for (case, settings, want) in settings {
+        check(case, "", sampler.timesteps(&settings), want);
+    }
+    // Euler ancestral has no sample prediction in diffusers.
+    let sample_prediction = Sampler::new(
+        gpu(),
+        SchedulerConfig {
+            prediction_type: diffusion_wgpu::PredictionType::Sample,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    check(
+        "Euler ancestral with the sample prediction",
+        "",
+        sample_prediction.timesteps(&run(Method::EulerAncestral)),
+        Want::Setting("prediction_type", "sample is not supported"),
+    );
+
+    // Image-to-image.
+    for (case, strength, text) in [
+        ("strength 0", 0.0, "0 is not in (0, 1]"),
+        ("negative strength", -0.5, "-0.5 is not in (0, 1]"),
+        ("strength above 1", 1.5, "1.5 is not in (0, 1]"),
+        ("NaN strength", f64::NAN, "NaN is not in (0, 1]"),
+        ("strength keeping no step", 0.05, "keeps no step of 10"),
+    ] {
+        let result = sampler.img2img_timesteps(&run(Method::ddim(0.0)), strength);
+        check(case, "", result, Want::Setting("strength", text));
+    }
+    let model = diffusion_wgpu::LinearNoiseModel::new(0.1);
+    let result = sampler.start_from_image(
+        &model,
+        [1, 3, 8, 8],
+        &run(Method::UniPc(UniPcOptions::default())),
+        &[0.0; 3 * 8 * 4],
+        0.5,
+        diffusion_wgpu::NoiseSource::Seed(1),
+    );
+    check(
+        "init image of the wrong size",
+        "",
+        result,
+        Want::Shape("init image", "96 values"),
+    );
+
+    // Inpainting.
+    let image = [0.0f32; 2 * 3 * 8 * 8];
+    let inpaint = |mask: &[f32], options: &diffusion_wgpu::RePaintOptions| {
+        sampler.inpaint(
+            &model,
+            [2, 3, 8, 8],
+            10,
+            options,
+            &image,
+            mask,
+            diffusion_wgpu::NoiseSource::Seed(1),
+            &mut |_| {},
+        )
+    };
+    let options = diffusion_wgpu::RePaintOptions::default();
+    check(
+        "mask of the wrong size",
+        "",
+        inpaint(&[1.0; 2 * 8 * 4], &options),
+        Want::Shape("inpainting mask", "64 values"),
+    );
+    check(
+        "jump length 0",
+        "",
+        inpaint(
+            &[1.0; 2 * 8 * 8],
+            &diffusion_wgpu::RePaintOptions {
+                jump_length: 0,
+                ..options
+            },
+        ),
+        Want::Setting("jump_length / jump_n_sample", "at least 1"),
+    );
+    check(
+        "RePaint eta 2",
+        "",
+        inpaint(
+            &[1.0; 2 * 8 * 8],
+            &diffusion_wgpu::RePaintOptions {
+                eta: 2.0,
+                ..options
+            },
+        ),
+        Want::Setting("eta", "2 is not in [0, 1]"),
+    );
+}
+
+#[test]
 fn sizes_over_the_device_limits() {
     let gpu = gpu();
     let limits = gpu.limits();
@@ -1228,8 +1426,8 @@ fn command_line_misuse() {
             "invalid value 'many' for '--steps <STEPS>'",
         ),
         (
-            vec!["sample", "--sampler", "euler"],
-            "invalid value 'euler' for '--sampler",
+            vec!["sample", "--sampler", "lms"],
+            "invalid value 'lms' for '--sampler",
         ),
         (vec!["render"], "unrecognized subcommand 'render'"),
         (

@@ -9,7 +9,9 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::model::clip_text::{ClipOutput, ClipTextModel};
 use crate::model::unet_cond::UnetCondition;
 use crate::model::vae::Vae;
-use crate::sampler::{NoiseSource, Sampler, SamplerSettings, SamplingRun, StepProgress};
+use crate::sampler::{
+    Method, NoiseSource, Sampler, SamplerSettings, SamplingRun, SchedulerFile, StepProgress,
+};
 use crate::schedule::SchedulerConfig;
 use crate::text::{ClipTokenizer, PipelineFiles};
 
@@ -55,6 +57,8 @@ pub struct TextToImage {
     unet: UnetCondition,
     vae: Vae,
     scheduler: SchedulerConfig,
+    /// The algorithm of the folder's scheduler class.
+    method: Method,
     sampler: Sampler,
 }
 
@@ -75,7 +79,16 @@ impl TextToImage {
         let text_encoder = ClipTextModel::from_part(gpu.clone(), &files.text_encoder, text_config)?;
         let unet = UnetCondition::load(gpu.clone(), &files.unet.dir)?;
         let vae = Vae::load(gpu.clone(), &files.vae.dir)?;
-        let scheduler = SchedulerConfig::from_file(&files.scheduler.config)?;
+        let path = &files.scheduler.config;
+        let (scheduler, method) = match SchedulerFile::from_file(path) {
+            Ok(file) => (file.config, file.method),
+            // The SD 1.x folders' default: its schedule, with DDIM (this crate has no PNDM).
+            Err(_) if files.scheduler.class_name == "PNDMScheduler" => {
+                log::warn!("PNDMScheduler is not implemented: sampling with DDIM instead");
+                (SchedulerConfig::from_file(path)?, Method::ddim(0.0))
+            }
+            Err(error) => return Err(error),
+        };
         let sampler = Sampler::new(gpu.clone(), scheduler.clone())?;
         Ok(Self {
             gpu,
@@ -84,6 +97,7 @@ impl TextToImage {
             unet,
             vae,
             scheduler,
+            method,
             sampler,
         })
     }
@@ -96,6 +110,12 @@ impl TextToImage {
     /// The scheduler config the sampler uses (the folder's, unless replaced).
     pub fn scheduler_config(&self) -> &SchedulerConfig {
         &self.scheduler
+    }
+
+    /// The algorithm of the folder's scheduler class (`_class_name`: DDIM for DDIM and PNDM
+    /// folders, DPM-Solver++ for `DPMSolverMultistepScheduler`, ...).
+    pub fn scheduler_method(&self) -> &Method {
+        &self.method
     }
 
     /// Replaces the folder's scheduler config.

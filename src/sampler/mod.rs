@@ -1,14 +1,24 @@
-//! DDPM and DDIM sampling: the host loop that calls the model and dispatches the fused step
+//! Sampling (DDPM, DDIM and the multistep solvers): the host loop that calls the model and dispatches the fused step
 //! kernel, with the sample on the GPU from x_T to x_0, in one call or one step at a time.
 
+mod dpm;
+mod euler;
 mod noise;
+mod one_step;
 mod plan;
+mod repaint;
 mod run;
+mod scheduler_file;
 pub(crate) mod step_kernel;
+mod unipc;
 
+pub use dpm::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
 pub use noise::NoiseSource;
 pub use plan::{Method, SamplerSettings};
+pub use repaint::RePaintOptions;
 pub use run::SamplingRun;
+pub use scheduler_file::SchedulerFile;
+pub use unipc::{UniPcOptions, UniPcSolverType};
 
 use std::sync::Arc;
 
@@ -39,7 +49,7 @@ pub struct StepOutput {
     pub pred_original_sample: Vec<f32>,
 }
 
-/// A DDPM/DDIM sampler for one scheduler configuration on one device.
+/// A sampler for one scheduler configuration on one device.
 pub struct Sampler {
     gpu: Arc<Gpu>,
     schedule: Schedule,
@@ -77,7 +87,44 @@ impl Sampler {
     ) -> Result<SamplingRun<'a>> {
         let plan = plan::plan(&self.schedule, settings)?;
         let model_channels = model.output_channels(shape[1]);
-        SamplingRun::new(self.gpu.clone(), plan, shape, model_channels, noise)
+        SamplingRun::new(self.gpu.clone(), plan, shape, model_channels, noise, None)
+    }
+
+    /// The timesteps an image-to-image run at `strength` visits (see
+    /// [`start_from_image`](Self::start_from_image)).
+    pub fn img2img_timesteps(
+        &self,
+        settings: &SamplerSettings,
+        strength: f64,
+    ) -> Result<Vec<usize>> {
+        let plan = plan::img2img_plan(&self.schedule, settings, strength)?;
+        Ok(plan.steps.iter().map(|s| s.timestep).collect())
+    }
+
+    /// Starts an image-to-image run, as diffusers' img2img pipelines do: of `settings`' N
+    /// steps, the last `floor(N * strength)` (`strength` in (0, 1]), from `image` (the clean
+    /// sample x0, [B, C, H, W] = `shape`, in the model's range) noised to the first one's
+    /// level with the scheduler's `add_noise`. The noise is `noise`'s first draw (its
+    /// `initial` when explicit); the steps' noise follows as in [`start`](Self::start).
+    pub fn start_from_image<'a>(
+        &self,
+        model: &dyn NoiseModel,
+        shape: [usize; 4],
+        settings: &SamplerSettings,
+        image: &[f32],
+        strength: f64,
+        noise: NoiseSource<'a>,
+    ) -> Result<SamplingRun<'a>> {
+        let plan = plan::img2img_plan(&self.schedule, settings, strength)?;
+        let model_channels = model.output_channels(shape[1]);
+        SamplingRun::new(
+            self.gpu.clone(),
+            plan,
+            shape,
+            model_channels,
+            noise,
+            Some(image),
+        )
     }
 
     /// Runs a whole sampling loop from x_T to x_0 for a batch of `shape` ([B, C, H, W]) and
@@ -111,9 +158,30 @@ impl Sampler {
         Ok(run.into_sample())
     }
 
+    /// An image-to-image loop ([`start_from_image`](Self::start_from_image) stepped to the
+    /// end), read back once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_from_image(
+        &self,
+        model: &dyn NoiseModel,
+        shape: [usize; 4],
+        settings: &SamplerSettings,
+        image: &[f32],
+        strength: f64,
+        noise: NoiseSource<'_>,
+        progress: &mut dyn FnMut(StepProgress),
+    ) -> Result<Vec<f32>> {
+        let mut run = self.start_from_image(model, shape, settings, image, strength, noise)?;
+        while let Some(step) = run.step_and_submit(model)? {
+            progress(step);
+        }
+        run.into_sample().read(&self.gpu)
+    }
+
     /// One step on host data, like diffusers' `scheduler.step(model_output, timestep, sample)`
     /// after `set_timesteps`: `timestep` must be one of `settings`' timesteps; `noise` is the
-    /// step's `variance_noise` (needed when the step adds noise).
+    /// step's `variance_noise` (needed when the step adds noise). A multistep solver's steps
+    /// after the first read earlier outputs: run those with a [`SamplingRun`].
     pub fn step(
         &self,
         settings: &SamplerSettings,
@@ -133,6 +201,15 @@ impl Sampler {
                 setting: "timestep",
                 message: format!("{timestep} is not one of this run's timesteps"),
             })?;
+        if index > 0 && plan.history_slots > 0 {
+            return Err(Error::InvalidSetting {
+                setting: "timestep",
+                message: format!(
+                    "the multistep step at timestep {timestep} reads the run's earlier outputs: \
+                     use a SamplingRun"
+                ),
+            });
+        }
         let sample = GpuTensor::from_slice(gpu, &shape, sample, "sample")?;
         let model_channels = model_output.len() / (shape[0] * shape[2] * shape[3]).max(1);
         let run = StepRun::new(gpu, &plan, &sample, model_channels, true)?;

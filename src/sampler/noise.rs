@@ -13,7 +13,8 @@ pub enum NoiseSource<'a> {
     /// Standard normal draws from ChaCha8 seeded with this value: x_T first, then one tensor
     /// per step that adds noise, in step order (diffusers' pipeline draw order).
     Seed(u64),
-    /// Exact tensors: `initial` is x_T ([B, C, H, W]); `per_step` holds one [B, C, H, W] tensor
+    /// Exact tensors: `initial` is x_T ([B, C, H, W]; the Euler samplers multiply it by
+    /// diffusers' `init_noise_sigma`, as its pipelines do with their draw); `per_step` holds one [B, C, H, W] tensor
     /// per step, in order (diffusers' `variance_noise`; steps that add no noise ignore theirs).
     /// `per_step` may be empty when no step adds noise.
     Explicit {

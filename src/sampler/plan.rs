@@ -5,8 +5,12 @@
 //! tables: diffusers does so, and some of them cancel (`1 - a_t / a_prev` near t = 0 loses
 //! most of its digits in f32), so f64 scalars would differ from diffusers by up to 5e-5.
 
+use super::dpm::{DpmSolverOptions, alpha_sigma, dpm_steps};
+use super::euler::{euler_steps, init_noise_sigma, input_scale};
+use super::one_step::one_step_method;
+use super::unipc::{UniPcOptions, unipc_steps};
 use crate::error::{Error, Result};
-use crate::schedule::{PredictionType, PrevTimestep, Schedule, SchedulerConfig, VarianceType};
+use crate::schedule::{FinalSigma, PrevTimestep, Schedule, SigmaSpacing, VarianceType};
 
 /// The sampling algorithm.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +27,19 @@ pub enum Method {
         /// Which timestep a step lands on.
         prev_timestep: PrevTimestep,
     },
+    /// Multistep DPM-Solver / DPM-Solver++, as diffusers' `DPMSolverMultistepScheduler`.
+    DpmSolver(DpmSolverOptions),
+    /// Euler in sigma space, as diffusers' `EulerDiscreteScheduler` (without churn).
+    Euler {
+        /// `use_karras_sigmas`.
+        use_karras_sigmas: bool,
+        /// `final_sigmas_type`.
+        final_sigmas_type: FinalSigma,
+    },
+    /// Euler ancestral, as diffusers' `EulerAncestralDiscreteScheduler`.
+    EulerAncestral,
+    /// Multistep UniPC, as diffusers' `UniPCMultistepScheduler`.
+    UniPc(UniPcOptions),
 }
 
 impl Method {
@@ -40,7 +57,7 @@ impl Method {
 /// What to run: the algorithm and the timesteps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerSettings {
-    /// DDPM or DDIM.
+    /// The algorithm.
     pub method: Method,
     /// Number of denoising steps N (1..=T), spread by the schedule's `timestep_spacing`.
     pub num_inference_steps: usize,
@@ -96,6 +113,38 @@ pub(crate) enum StepNoise {
     },
 }
 
+/// What a multistep step stores in the history ring for the steps after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// The (thresholded) x0 prediction.
+    X0,
+    /// The noise prediction.
+    Eps,
+}
+
+/// The history part of a multistep step. The kernel reads up to three earlier outputs
+/// `h_k = history[read[k].0]`; with a corrector (UniPC) it first corrects the sample,
+/// `xs = from_last * last + from_stored * q + sum_k read[k].2 * h_k` (`q` this step's stored
+/// output, `last` the corrected sample of the previous step), else `xs = x`; the new sample is
+/// `prev_from_sample * xs + ... + sum_k read[k].1 * h_k`; `q` goes to slot `write_slot`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HistoryStep {
+    pub stored: Stored,
+    pub write_slot: u32,
+    /// (slot, coefficient in the new sample, coefficient in the corrected sample).
+    pub read: [(u32, f32, f32); 3],
+    pub last: Option<LastSample>,
+}
+
+/// UniPC's "last sample": the (corrected) sample each step keeps for the next one's corrector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LastSample {
+    /// The history slot that holds it.
+    pub slot: u32,
+    /// `(from_last, from_stored)` when this step corrects its sample; `None` keeps `x`.
+    pub correct: Option<(f32, f32)>,
+}
+
 /// The scalars of one step: see shaders/step.wgsl for how the kernel combines them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct StepCoefficients {
@@ -109,6 +158,13 @@ pub(crate) struct StepCoefficients {
     pub prev_from_eps: f32,
     pub prev_from_sample: f32,
     pub noise: StepNoise,
+    /// Multistep solvers only.
+    pub history: Option<HistoryStep>,
+    /// Sigma-space solvers: the factor `1 / sqrt(sigma_next^2 + 1)` that turns the new sample
+    /// into the next step's model input.
+    pub next_input_scale: Option<f32>,
+    /// RePaint: the known region's `[image, noise]` coefficients.
+    pub known: Option<[f32; 2]>,
 }
 
 /// A whole run's steps.
@@ -117,8 +173,17 @@ pub(crate) struct Plan {
     pub steps: Vec<StepCoefficients>,
     pub clip: Clip,
     /// Whether the model outputs 2C channels (a learned variance). DDPM uses the second half
-    /// for its noise; DDIM reads only the first half.
+    /// for its noise; the others read only the first half.
     pub learned_variance: bool,
+    /// Number of outputs a multistep solver keeps on the GPU (0 for one-step methods).
+    pub history_slots: usize,
+    /// x_T is the standard normal draw times this (diffusers' `init_noise_sigma`).
+    pub init_noise_sigma: f32,
+    /// Sigma-space solvers: the scale of the first step's model input.
+    pub first_input_scale: Option<f32>,
+    /// Image-to-image: the first sample is `image_noise[0] * image + image_noise[1] * noise`
+    /// (diffusers' `add_noise` at the first step).
+    pub image_noise: [f32; 2],
 }
 
 impl StepCoefficients {
@@ -129,179 +194,169 @@ impl StepCoefficients {
 
 /// Validates `settings` against `schedule` and computes every step's coefficients.
 pub(crate) fn plan(schedule: &Schedule, settings: &SamplerSettings) -> Result<Plan> {
+    plan_from(schedule, settings, 0)
+}
+
+/// The plan of an image-to-image run (diffusers' img2img `get_timesteps`): of the N steps of
+/// `settings`, the last `floor(N * strength)`, started by noising the image to the first one's
+/// level (see [`Plan::image_noise`]).
+pub(crate) fn img2img_plan(
+    schedule: &Schedule,
+    settings: &SamplerSettings,
+    strength: f64,
+) -> Result<Plan> {
+    let invalid = |message| Error::InvalidSetting {
+        setting: "strength",
+        message,
+    };
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(invalid(format!("{strength} is not in (0, 1]")));
+    }
+    let n = settings
+        .custom_timesteps
+        .as_ref()
+        .map_or(settings.num_inference_steps, Vec::len);
+    let kept = ((n as f64 * strength) as usize).min(n);
+    if kept == 0 {
+        return Err(invalid(format!(
+            "{strength} keeps no step of {n} (it keeps floor(steps * strength))"
+        )));
+    }
+    plan_from(schedule, settings, n - kept)
+}
+
+/// The plan from step `first` of `settings`' run on: a multistep solver starts its warm-up
+/// (lower orders, no corrector) there, as diffusers does after `set_begin_index(first)`.
+fn plan_from(schedule: &Schedule, settings: &SamplerSettings, first: usize) -> Result<Plan> {
     let config = schedule.config();
-    let invalid = |setting, message: String| Error::InvalidSetting { setting, message };
-    let timesteps = match (&settings.custom_timesteps, &settings.method) {
-        (Some(custom), Method::Ddpm) => {
-            let t = schedule.num_train_timesteps();
-            if custom.is_empty() || custom.windows(2).any(|w| w[1] >= w[0]) || custom[0] >= t {
-                return Err(invalid(
-                    "custom_timesteps",
-                    format!(
-                        "expected a non-empty, strictly descending list below {t}, got {custom:?}"
-                    ),
-                ));
+    let mut plan = Plan {
+        steps: Vec::new(),
+        clip: if config.thresholding {
+            Clip::Threshold {
+                ratio: config.dynamic_thresholding_ratio as f32,
+                max: config.sample_max_value as f32,
             }
-            custom.clone()
-        }
-        (Some(_), Method::Ddim { .. }) => {
-            return Err(invalid(
-                "custom_timesteps",
-                "only DDPM takes custom timesteps (as in diffusers)".into(),
-            ));
-        }
-        (None, _) => schedule.timesteps(settings.num_inference_steps)?,
-    };
-
-    let alphas_cumprod = schedule.alphas_cumprod();
-    let steps = match settings.method {
-        Method::Ddpm => timesteps
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                // DDPM's previous timestep is the next list entry; before the first training
-                // step alpha_prod is 1 (diffusers' `self.one`).
-                let a_t = alphas_cumprod[t] as f32;
-                let a_prev = timesteps
-                    .get(i + 1)
-                    .map_or(1.0, |&p| alphas_cumprod[p] as f32);
-                ddpm_step(config, t, a_t, a_prev)
-            })
-            .collect(),
-        Method::Ddim {
-            eta,
-            use_clipped_model_output,
-            prev_timestep,
-        } => {
-            if !(0.0..=1.0).contains(&eta) {
-                return Err(invalid(
-                    "eta",
-                    format!("{eta} is not in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like)"),
-                ));
-            }
-            (0..timesteps.len())
-                .map(|i| {
-                    let t = timesteps[i];
-                    let prev = schedule.ddim_prev_timestep(&timesteps, i, prev_timestep);
-                    let a_t = alphas_cumprod[t] as f32;
-                    let a_prev = schedule.ddim_alpha_prod(prev) as f32;
-                    ddim_step(
-                        config.prediction_type,
-                        t,
-                        a_t,
-                        a_prev,
-                        eta,
-                        use_clipped_model_output,
-                    )
-                })
-                .collect()
-        }
-    };
-    let clip = if config.thresholding {
-        Clip::Threshold {
-            ratio: config.dynamic_thresholding_ratio as f32,
-            max: config.sample_max_value as f32,
-        }
-    } else if config.clip_sample {
-        Clip::Clamp(config.clip_sample_range as f32)
-    } else {
-        Clip::None
-    };
-    let learned_variance = matches!(
-        config.variance_type,
-        VarianceType::Learned | VarianceType::LearnedRange
-    );
-    Ok(Plan {
-        steps,
-        clip,
-        learned_variance,
-    })
-}
-
-/// x0 and eps as linear combinations of the sample x and the model output m.
-fn prediction(kind: PredictionType, a_t: f32) -> [f32; 4] {
-    let (sqrt_a, sqrt_b) = (a_t.sqrt(), (1.0 - a_t).sqrt());
-    match kind {
-        // x0 = (x - sqrt(b) m) / sqrt(a), eps = m
-        PredictionType::Epsilon => [1.0 / sqrt_a, -sqrt_b / sqrt_a, 0.0, 1.0],
-        // x0 = sqrt(a) x - sqrt(b) v, eps = sqrt(a) v + sqrt(b) x
-        PredictionType::VPrediction => [sqrt_a, -sqrt_b, sqrt_b, sqrt_a],
-        // x0 = m, eps = (x - sqrt(a) m) / sqrt(b)
-        PredictionType::Sample => [0.0, 1.0, 1.0 / sqrt_b, -sqrt_a / sqrt_b],
-    }
-}
-
-fn ddim_step(
-    kind: PredictionType,
-    t: usize,
-    a_t: f32,
-    a_prev: f32,
-    eta: f32,
-    use_clipped_model_output: bool,
-) -> StepCoefficients {
-    let [
-        x0_from_sample,
-        x0_from_model,
-        mut eps_from_sample,
-        mut eps_from_model,
-    ] = prediction(kind, a_t);
-    let mut eps_from_x0 = 0.0;
-    if use_clipped_model_output {
-        // eps = (x - sqrt(a) x0_clipped) / sqrt(b)
-        let sqrt_b = (1.0 - a_t).sqrt();
-        (eps_from_sample, eps_from_model, eps_from_x0) = (1.0 / sqrt_b, 0.0, -a_t.sqrt() / sqrt_b);
-    }
-    let variance = ((1.0 - a_prev) / (1.0 - a_t)) * (1.0 - a_t / a_prev);
-    let std = eta * variance.sqrt();
-    StepCoefficients {
-        timestep: t,
-        x0_from_sample,
-        x0_from_model,
-        eps_from_sample,
-        eps_from_model,
-        eps_from_x0,
-        prev_from_x0: a_prev.sqrt(),
-        prev_from_eps: (1.0 - a_prev - std * std).sqrt(),
-        prev_from_sample: 0.0,
-        noise: if eta > 0.0 {
-            StepNoise::Fixed(std)
         } else {
-            StepNoise::None
+            Clip::None
         },
+        learned_variance: matches!(
+            config.variance_type,
+            VarianceType::Learned | VarianceType::LearnedRange
+        ),
+        history_slots: 0,
+        init_noise_sigma: 1.0,
+        first_input_scale: None,
+        image_noise: [1.0, 0.0],
+    };
+    let sigma_noise = |sigma: f32| {
+        let (alpha, sigma) = alpha_sigma(sigma);
+        [alpha, sigma]
+    };
+    match &settings.method {
+        Method::Ddpm | Method::Ddim { .. } => {
+            plan.steps = one_step_method(schedule, settings)?;
+            if !config.thresholding && config.clip_sample {
+                plan.clip = Clip::Clamp(config.clip_sample_range as f32);
+            }
+            if let Some(step) = plan.steps.get(first) {
+                let a = schedule.alphas_cumprod()[step.timestep] as f32;
+                plan.image_noise = [a.sqrt(), (1.0 - a).sqrt()];
+            }
+        }
+        Method::DpmSolver(options) => {
+            options.validate()?;
+            refuse_custom_timesteps(settings)?;
+            let table = schedule.sigma_table(
+                settings.num_inference_steps,
+                options.sigma_spacing,
+                options.final_sigmas_type,
+                options.lambda_min_clipped,
+            )?;
+            plan.steps = dpm_steps(
+                config.prediction_type,
+                config.thresholding,
+                options,
+                &table.timesteps,
+                &table.sigmas,
+                first,
+            );
+            plan.history_slots = options.solver_order;
+            plan.image_noise = sigma_noise(table.sigmas[first.min(table.sigmas.len() - 1)]);
+        }
+        Method::UniPc(options) => {
+            options.validate()?;
+            refuse_custom_timesteps(settings)?;
+            let spacing = if options.use_karras_sigmas {
+                SigmaSpacing::Karras
+            } else {
+                SigmaSpacing::Timesteps
+            };
+            let table = schedule.sigma_table(
+                settings.num_inference_steps,
+                spacing,
+                options.final_sigmas_type,
+                f64::NEG_INFINITY,
+            )?;
+            plan.steps = unipc_steps(
+                config.prediction_type,
+                options,
+                &table.timesteps,
+                &table.sigmas,
+                first,
+            );
+            // Only the data prediction is thresholded.
+            if !options.predict_x0 {
+                plan.clip = Clip::None;
+            }
+            plan.history_slots = options.history_slots();
+            plan.image_noise = sigma_noise(table.sigmas[first.min(table.sigmas.len() - 1)]);
+        }
+        Method::Euler { .. } | Method::EulerAncestral => {
+            refuse_custom_timesteps(settings)?;
+            let (karras, final_sigma) = match settings.method {
+                Method::Euler {
+                    use_karras_sigmas,
+                    final_sigmas_type,
+                } => (use_karras_sigmas, final_sigmas_type),
+                _ => (false, FinalSigma::Zero),
+            };
+            let table =
+                schedule.euler_sigma_table(settings.num_inference_steps, karras, final_sigma)?;
+            let ancestral = settings.method == Method::EulerAncestral;
+            plan.steps = euler_steps(
+                config.prediction_type,
+                ancestral,
+                &table.timesteps,
+                &table.sigmas,
+            )?;
+            // Neither Euler scheduler clips or thresholds.
+            plan.clip = Clip::None;
+            plan.init_noise_sigma = init_noise_sigma(config.timestep_spacing, &table.sigmas);
+            let sigma = table.sigmas[first.min(table.sigmas.len() - 1)];
+            plan.first_input_scale = Some(input_scale(sigma));
+            plan.image_noise = [1.0, sigma];
+        }
+    }
+    if first >= plan.steps.len() && first > 0 {
+        return Err(Error::InvalidSetting {
+            setting: "strength",
+            message: format!("no step left after skipping {first}"),
+        });
+    }
+    plan.steps.drain(..first);
+    Ok(plan)
+}
+
+fn refuse_custom_timesteps(settings: &SamplerSettings) -> Result<()> {
+    match settings.custom_timesteps {
+        Some(_) => Err(custom_timesteps_error()),
+        None => Ok(()),
     }
 }
 
-fn ddpm_step(config: &SchedulerConfig, t: usize, a_t: f32, a_prev: f32) -> StepCoefficients {
-    let [x0_from_sample, x0_from_model, _, _] = prediction(config.prediction_type, a_t);
-    let alpha = a_t / a_prev;
-    let beta = 1.0 - alpha;
-    let variance = ((1.0 - a_prev) / (1.0 - a_t) * beta).max(1e-20);
-    let noise = if t == 0 {
-        StepNoise::None
-    } else {
-        match config.variance_type {
-            VarianceType::FixedSmall => StepNoise::Fixed(variance.sqrt()),
-            VarianceType::FixedSmallLog => StepNoise::Fixed((0.5 * variance.ln()).exp()),
-            // fixed_large_log: diffusers computes sqrt(log(beta)), a NaN; exp(0.5 * log(beta))
-            // is the value the Glide "max_log" variance stands for.
-            VarianceType::FixedLarge | VarianceType::FixedLargeLog => StepNoise::Fixed(beta.sqrt()),
-            VarianceType::Learned => StepNoise::Learned,
-            VarianceType::LearnedRange => StepNoise::LearnedRange {
-                min_log: variance.ln(),
-                max_log: beta.ln(),
-            },
-        }
-    };
-    StepCoefficients {
-        timestep: t,
-        x0_from_sample,
-        x0_from_model,
-        eps_from_sample: 0.0,
-        eps_from_model: 0.0,
-        eps_from_x0: 0.0,
-        prev_from_x0: (a_prev.sqrt() * beta) / (1.0 - a_t),
-        prev_from_eps: 0.0,
-        prev_from_sample: alpha.sqrt() * (1.0 - a_prev) / (1.0 - a_t),
-        noise,
+pub(crate) fn custom_timesteps_error() -> Error {
+    Error::InvalidSetting {
+        setting: "custom_timesteps",
+        message: "only DDPM takes custom timesteps (as in diffusers)".into(),
     }
 }

@@ -52,21 +52,47 @@ pub struct SamplingRun<'a> {
 }
 
 impl<'a> SamplingRun<'a> {
-    /// Draws x_T, uploads it and allocates the run's buffers.
+    /// Draws x_T (or, from an `image`, noises it to the first step's level), uploads it and
+    /// allocates the run's buffers.
     pub(super) fn new(
         gpu: Arc<Gpu>,
         plan: Plan,
         shape: [usize; 4],
         model_channels: usize,
         noise: NoiseSource<'a>,
+        image: Option<&[f32]>,
     ) -> Result<Self> {
         // Refuse a shape over the device's limits before drawing x_T on the host.
         gpu.check_tensor_shape("sample", &shape)?;
         let len = shape.iter().product();
         let any_noise = plan.steps.iter().any(|s| s.adds_noise());
-        let (initial, noise) = NoiseStream::start(noise, len, plan.steps.len(), any_noise)?;
+        let (mut initial, noise) = NoiseStream::start(noise, len, plan.steps.len(), any_noise)?;
+        match image {
+            Some(image) if image.len() != len => {
+                return Err(Error::Shape {
+                    tensor: "init image".into(),
+                    expected: format!("{shape:?} ({len} values)"),
+                    found: format!("{} values", image.len()),
+                });
+            }
+            // diffusers' add_noise: a * image + b * noise.
+            Some(image) => {
+                let [a, b] = plan.image_noise;
+                for (x, &pixel) in initial.iter_mut().zip(image) {
+                    *x = a * pixel + b * *x;
+                }
+            }
+            None if plan.init_noise_sigma != 1.0 => {
+                initial.iter_mut().for_each(|x| *x *= plan.init_noise_sigma);
+            }
+            None => {}
+        }
         let sample = GpuTensor::from_slice(&gpu, &shape, &initial, "sample")?;
         let step_run = StepRun::new(&gpu, &plan, &sample, model_channels, false)?;
+        if let (Some(input), Some(scale)) = (&step_run.model_input, plan.first_input_scale) {
+            let scaled: Vec<f32> = initial.iter().map(|&x| x * scale).collect();
+            input.write(&gpu, &scaled)?;
+        }
         Ok(Self {
             gpu,
             plan,
@@ -108,10 +134,12 @@ impl<'a> SamplingRun<'a> {
             });
         }
         self.timesteps.fill(step.timestep as u32);
+        // Sigma-space solvers feed the model the scaled sample the previous step wrote.
+        let model_input = self.step_run.model_input.as_ref().unwrap_or(&self.sample);
         model.predict(
             &self.gpu,
             encoder,
-            &self.sample,
+            model_input,
             &self.timesteps,
             &self.conditioning,
             &self.step_run.model_output,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::plan::{Clip, Plan, StepNoise};
+use super::plan::{Clip, HistoryStep, LastSample, Plan, StepNoise, Stored};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec, WorkgroupSize};
 
@@ -13,6 +13,8 @@ const STEP_BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,
     Binding::StorageRead,
     Binding::StorageRead,
+    Binding::StorageReadWrite,
+    Binding::StorageReadWrite,
     Binding::StorageReadWrite,
     Binding::StorageReadWrite,
 ];
@@ -63,8 +65,27 @@ struct StepParams {
     model_stride: u32,
     total: u32,
     write_x0: u32,
+    history_mode: u32,
+    history_write: u32,
+    history_read0: u32,
+    history_read1: u32,
+    history_read2: u32,
+    history_coef0: f32,
+    history_coef1: f32,
+    history_coef2: f32,
+    last_mode: u32,
+    last_slot: u32,
+    corr_from_last: f32,
+    corr_from_stored: f32,
+    corr_coef0: f32,
+    corr_coef1: f32,
+    corr_coef2: f32,
+    input_scale: f32,
+    write_input: u32,
+    inpaint: u32,
+    known_image: f32,
+    known_noise: f32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = crate::params_layout!(StepParams {
@@ -90,12 +111,32 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = crate::params_layout!(StepParam
     model_stride,
     total,
     write_x0,
+    history_mode,
+    history_write,
+    history_read0,
+    history_read1,
+    history_read2,
+    history_coef0,
+    history_coef1,
+    history_coef2,
+    last_mode,
+    last_slot,
+    corr_from_last,
+    corr_from_stored,
+    corr_coef0,
+    corr_coef1,
+    corr_coef2,
+    input_scale,
+    write_input,
+    inpaint,
+    known_image,
+    known_noise,
     _pad0,
-    _pad1,
 });
 
 /// The buffers and bind group of one run: the sample (in place), the model's output, this
-/// step's noise, the per-sample thresholds, the x0 prediction and the parameter table.
+/// step's noise, the per-sample thresholds, the x0 prediction, a multistep solver's history
+/// ring, a sigma-space solver's scaled model input and the parameter table.
 pub(crate) struct StepRun {
     step: Arc<Kernel>,
     threshold: Option<Arc<Kernel>>,
@@ -112,6 +153,13 @@ pub(crate) struct StepRun {
     pub noise: GpuTensor,
     /// The clipped x0 prediction, written when the plan asks for it.
     pub x0: GpuTensor,
+    /// A multistep solver's stored outputs; RePaint's image and mask.
+    pub history: GpuTensor,
+    /// The sample scaled for the model (`scale_model_input`), for sigma-space solvers: the
+    /// step writes the next step's model input here.
+    pub model_input: Option<GpuTensor>,
+    /// Bound in place of `model_input` when there is none.
+    _placeholder: GpuTensor,
 }
 
 impl StepRun {
@@ -185,6 +233,28 @@ impl StepRun {
                     StepNoise::Learned => (2, 0.0, 0.0, 0.0),
                     StepNoise::LearnedRange { min_log, max_log } => (3, 0.0, min_log, max_log),
                 };
+                let h = s.history.unwrap_or(HistoryStep {
+                    stored: Stored::X0,
+                    write_slot: 0,
+                    read: [(0, 0.0, 0.0); 3],
+                    last: None,
+                });
+                let history_mode = match (s.history, h.stored) {
+                    (None, _) => 0,
+                    (Some(_), Stored::X0) => 1,
+                    (Some(_), Stored::Eps) => 2,
+                };
+                let (last_mode, last_slot, (corr_from_last, corr_from_stored)) = match h.last {
+                    None => (0, 0, (0.0, 0.0)),
+                    Some(LastSample {
+                        slot,
+                        correct: None,
+                    }) => (1, slot, (0.0, 0.0)),
+                    Some(LastSample {
+                        slot,
+                        correct: Some(c),
+                    }) => (2, slot, c),
+                };
                 StepParams {
                     x0_from_sample: s.x0_from_sample,
                     x0_from_model: s.x0_from_model,
@@ -208,8 +278,27 @@ impl StepRun {
                     model_stride: (model_channels * height * width) as u32,
                     total: total as u32,
                     write_x0: u32::from(write_x0),
+                    history_mode,
+                    history_write: h.write_slot,
+                    history_read0: h.read[0].0,
+                    history_read1: h.read[1].0,
+                    history_read2: h.read[2].0,
+                    history_coef0: h.read[0].1,
+                    history_coef1: h.read[1].1,
+                    history_coef2: h.read[2].1,
+                    last_mode,
+                    last_slot,
+                    corr_from_last,
+                    corr_from_stored,
+                    corr_coef0: h.read[0].2,
+                    corr_coef1: h.read[1].2,
+                    corr_coef2: h.read[2].2,
+                    input_scale: s.next_input_scale.unwrap_or(0.0),
+                    write_input: u32::from(s.next_input_scale.is_some()),
+                    inpaint: u32::from(s.known.is_some()),
+                    known_image: s.known.map_or(0.0, |k| k[0]),
+                    known_noise: s.known.map_or(0.0, |k| k[1]),
                     _pad0: 0,
-                    _pad1: 0,
                 }
             })
             .collect();
@@ -230,6 +319,18 @@ impl StepRun {
         let noise = GpuTensor::zeros(gpu, sample.shape(), "step noise")?;
         let x0 = GpuTensor::zeros(gpu, sample.shape(), "predicted x0")?;
         let thresholds = GpuTensor::zeros(gpu, &[batch], "thresholds")?;
+        // One-step methods bind a one-element placeholder.
+        let history = match plan.history_slots {
+            0 => GpuTensor::zeros(gpu, &[1], "history")?,
+            slots => GpuTensor::zeros(gpu, &[slots, batch, channels, height, width], "history")?,
+        };
+        let model_input = if plan.first_input_scale.is_some() {
+            Some(GpuTensor::zeros(gpu, sample.shape(), "model input")?)
+        } else {
+            None
+        };
+        let placeholder = GpuTensor::zeros(gpu, &[1], "model input placeholder")?;
+        let input_binding = model_input.as_ref().unwrap_or(&placeholder);
         let step = gpu.kernel(&STEP);
         let bind_group = step.bind_group(
             device,
@@ -244,6 +345,8 @@ impl StepRun {
                 noise.buffer().as_entire_binding(),
                 thresholds.buffer().as_entire_binding(),
                 x0.buffer().as_entire_binding(),
+                history.buffer().as_entire_binding(),
+                input_binding.buffer().as_entire_binding(),
             ],
         );
         Ok(Self {
@@ -258,6 +361,9 @@ impl StepRun {
             model_output,
             noise,
             x0,
+            history,
+            model_input,
+            _placeholder: placeholder,
         })
     }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::fields::{Fields, parse_json_object};
 use crate::error::{Error, Result};
 
 /// How the betas are laid out over the training timesteps (diffusers' `beta_schedule`).
@@ -143,20 +144,12 @@ impl SchedulerConfig {
     /// keys are ignored with a warning; a value of the wrong type or out of range is an error
     /// naming the key.
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Self> {
-        let error = |key: &str, message: String| Error::Config {
-            source_name: source_name.to_string(),
-            key: key.to_string(),
-            message,
-        };
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| error("(file)", format!("not JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(error("(file)", "expected a JSON object".into()));
-        };
-        let fields = Fields {
-            map: &map,
-            source_name,
-        };
+        Self::from_map(&parse_json_object(text, source_name)?, source_name)
+    }
+
+    /// [`from_json_str`](Self::from_json_str) on a parsed JSON object.
+    pub(crate) fn from_map(map: &Map<String, Value>, source_name: &str) -> Result<Self> {
+        let fields = Fields { map, source_name };
         let defaults = Self::default();
         let config = Self {
             num_train_timesteps: fields
@@ -320,76 +313,3 @@ const KNOWN_KEYS: &[&str] = &[
     "steps_offset",
     "set_alpha_to_one",
 ];
-
-/// Typed lookups in a JSON object, with errors that name the key.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    source_name: &'a str,
-}
-
-impl Fields<'_> {
-    fn error(&self, key: &str, expected: &str, found: &Value) -> Error {
-        Error::Config {
-            source_name: self.source_name.to_string(),
-            key: key.to_string(),
-            message: format!("expected {expected}, got {found}"),
-        }
-    }
-
-    fn bool(&self, key: &str, default: bool) -> Result<bool> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.error(key, "true or false", other)),
-        }
-    }
-
-    fn f64(&self, key: &str, default: f64) -> Result<f64> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .ok_or_else(|| self.error(key, "a number", &Value::Number(n.clone()))),
-            Some(other) => Err(self.error(key, "a number", other)),
-        }
-    }
-
-    fn usize(&self, key: &str, default: usize) -> Result<usize> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| self.error(key, "a non-negative integer", v)),
-        }
-    }
-
-    fn choice<T: Copy>(&self, key: &str, default: T, options: &[(&str, T)]) -> Result<T> {
-        match self.map.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_str()
-                .and_then(|s| options.iter().find(|(name, _)| *name == s))
-                .map(|(_, value)| *value)
-                .ok_or_else(|| {
-                    let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
-                    self.error(key, &format!("one of {}", names.join(", ")), v)
-                }),
-        }
-    }
-
-    fn optional_f64_list(&self, key: &str) -> Result<Option<Vec<f64>>> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| {
-                    item.as_f64()
-                        .ok_or_else(|| self.error(key, "a list of numbers", item))
-                })
-                .collect::<Result<Vec<f64>>>()
-                .map(Some),
-            Some(other) => Err(self.error(key, "null or a list of numbers", other)),
-        }
-    }
-}

@@ -1,6 +1,8 @@
 //! Shared test helpers: the device, fixture loading and the error measure.
 #![allow(dead_code)]
 
+pub mod solver_runs;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -1,9 +1,12 @@
 //! The command line: every subcommand's arguments.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use diffusion_wgpu::{Method, PrevTimestep, SamplerSettings, SchedulerConfig, TimestepSpacing};
+use diffusion_wgpu::{
+    DpmAlgorithm, DpmSolverOptions, FinalSigma, Method, PrevTimestep, SamplerSettings,
+    SchedulerConfig, SchedulerFile, TimestepSpacing, UniPcOptions,
+};
 
 /// With no subcommand it samples: by default a 4x4 grid from the bundled Fashion-MNIST model
 /// with DDIM, 50 steps, eta 0, written to samples.png.
@@ -76,6 +79,19 @@ pub struct Txt2imgArgs {
 pub enum SamplerKind {
     Ddim,
     Ddpm,
+    /// DPM-Solver++ 2M.
+    #[value(name = "dpmpp-2m")]
+    DpmPp2m,
+    /// DPM-Solver++ 3M.
+    #[value(name = "dpmpp-3m")]
+    DpmPp3m,
+    /// SDE DPM-Solver++ 2M.
+    #[value(name = "dpmpp-2m-sde")]
+    DpmPp2mSde,
+    Unipc,
+    Euler,
+    #[value(name = "euler-a")]
+    EulerA,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -88,9 +104,10 @@ pub enum Spacing {
 /// The sampler and schedule options shared by `sample` and `toy`.
 #[derive(clap::Args)]
 pub struct SamplingArgs {
-    /// The sampling algorithm.
-    #[arg(long, value_enum, default_value = "ddim")]
-    pub sampler: SamplerKind,
+    /// The sampling algorithm (default: the scheduler config's class for the solver classes,
+    /// else ddim).
+    #[arg(long, value_enum)]
+    pub sampler: Option<SamplerKind>,
     /// Number of denoising steps.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
@@ -142,6 +159,24 @@ pub struct SampleArgs {
     /// A safetensors file with `x_T` [B,C,H,W], the starting noise.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Image-to-image: start from this image (a PNG, or a safetensors file with `x0`
+    /// [B,C,H,W] in [-1, 1]) noised to the level `--strength` sets.
+    #[arg(long, conflicts_with = "init")]
+    pub init_image: Option<PathBuf>,
+    /// Image-to-image: the share of the steps run, in (0, 1].
+    #[arg(long, default_value_t = 0.8)]
+    pub strength: f64,
+    /// Inpaint --init-image with RePaint where this mask is black (a PNG, white keeps the
+    /// image; or a safetensors file with `mask` [B,1|C,H,W], 1 keeping it). Uses --steps and
+    /// --eta; --sampler does not apply.
+    #[arg(long, requires = "init_image")]
+    pub mask: Option<PathBuf>,
+    /// RePaint: steps taken back up the chain per jump.
+    #[arg(long, default_value_t = 10)]
+    pub jump_length: usize,
+    /// RePaint: how many times each jump is made.
+    #[arg(long, default_value_t = 10)]
+    pub jump_n_sample: usize,
     /// A safetensors file with `noise` [steps,B,C,H,W], the noise each step adds, in order.
     #[arg(long)]
     pub noise: Option<PathBuf>,
@@ -224,15 +259,21 @@ pub enum BlockChoice {
 }
 
 impl SamplingArgs {
+    /// The schedule and the algorithm of the config file's class (`_class_name`):
+    /// `--scheduler-config`, else `model_default`, else diffusers' defaults (DDPM).
     pub fn scheduler_config(
         &self,
-        model_default: Option<&Path>,
-    ) -> diffusion_wgpu::Result<SchedulerConfig> {
-        let config = match self.scheduler_config.as_deref().or(model_default) {
-            Some(path) => SchedulerConfig::from_file(path)?,
-            None => SchedulerConfig::default(),
+        model_default: Option<(SchedulerConfig, Method)>,
+    ) -> diffusion_wgpu::Result<(SchedulerConfig, Method)> {
+        let (config, method) = match (self.scheduler_config.as_deref(), model_default) {
+            (Some(path), _) => {
+                let file = SchedulerFile::from_file(path)?;
+                (file.config, file.method)
+            }
+            (None, Some(default)) => default,
+            (None, None) => (SchedulerConfig::default(), Method::Ddpm),
         };
-        Ok(self.with_overrides(config))
+        Ok((self.with_overrides(config), method))
     }
 
     /// `config` with the command line's overrides (`--spacing`) applied.
@@ -247,21 +288,46 @@ impl SamplingArgs {
         config
     }
 
-    pub fn settings(&self) -> SamplerSettings {
-        match self.sampler {
-            SamplerKind::Ddpm => SamplerSettings::ddpm(self.steps),
-            SamplerKind::Ddim => SamplerSettings {
-                method: Method::Ddim {
-                    eta: self.eta,
-                    use_clipped_model_output: false,
-                    prev_timestep: if self.exact_prev_timestep {
-                        PrevTimestep::NextInList
-                    } else {
-                        PrevTimestep::Diffusers
-                    },
-                },
-                ..SamplerSettings::ddim(self.steps, self.eta)
+    /// The run: `--sampler`'s algorithm (diffusers' defaults for its class), else the config
+    /// class's (`class_method`) for a solver class, else DDIM.
+    pub fn settings(&self, class_method: &Method) -> SamplerSettings {
+        let dpm = |solver_order, algorithm_type| {
+            Method::DpmSolver(DpmSolverOptions {
+                solver_order,
+                algorithm_type,
+                ..Default::default()
+            })
+        };
+        let ddim = Method::Ddim {
+            eta: self.eta,
+            use_clipped_model_output: false,
+            prev_timestep: if self.exact_prev_timestep {
+                PrevTimestep::NextInList
+            } else {
+                PrevTimestep::Diffusers
             },
+        };
+        let method = match self.sampler {
+            None => match class_method {
+                Method::Ddpm | Method::Ddim { .. } => ddim,
+                solver => solver.clone(),
+            },
+            Some(SamplerKind::Ddim) => ddim,
+            Some(SamplerKind::Ddpm) => Method::Ddpm,
+            Some(SamplerKind::DpmPp2m) => dpm(2, DpmAlgorithm::DpmSolverPlusPlus),
+            Some(SamplerKind::DpmPp3m) => dpm(3, DpmAlgorithm::DpmSolverPlusPlus),
+            Some(SamplerKind::DpmPp2mSde) => dpm(2, DpmAlgorithm::SdeDpmSolverPlusPlus),
+            Some(SamplerKind::Unipc) => Method::UniPc(UniPcOptions::default()),
+            Some(SamplerKind::Euler) => Method::Euler {
+                use_karras_sigmas: false,
+                final_sigmas_type: FinalSigma::Zero,
+            },
+            Some(SamplerKind::EulerA) => Method::EulerAncestral,
+        };
+        SamplerSettings {
+            method,
+            num_inference_steps: self.steps,
+            custom_timesteps: None,
         }
     }
 }

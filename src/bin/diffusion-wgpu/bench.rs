@@ -16,7 +16,7 @@ use crate::args::BenchArgs;
 pub fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
     let source = ModelSource::from_args(&args.model);
     let unet = source.load(&gpu)?;
-    let (name, scheduler) = (source.name(), source.scheduler_config()?);
+    let (name, (scheduler, _)) = (source.name(), source.scheduler_config()?);
     let size = args
         .size
         .or(unet.config().sample_size)

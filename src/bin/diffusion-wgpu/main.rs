@@ -13,7 +13,9 @@ use std::sync::Arc;
 use args::{BenchArgs, BlockChoice, Cli, Command, ModelArgs};
 use clap::Parser;
 use diffusion_wgpu::model::unet::{BUNDLED_MODEL, ModelFiles, bundled_scheduler_config};
-use diffusion_wgpu::{BlockSize, Gpu, GpuOptions, SchedulerConfig, Tuning, Unet};
+use diffusion_wgpu::{
+    BlockSize, Gpu, GpuOptions, Method, SchedulerConfig, SchedulerFile, Tuning, Unet,
+};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
@@ -149,16 +151,17 @@ impl ModelSource {
         }
     }
 
-    /// The scheduler config that comes with the model: the folder's `scheduler_config.json`
-    /// (diffusers' defaults when it has none), the bundled model's, or diffusers' defaults.
-    fn scheduler_config(&self) -> diffusion_wgpu::Result<SchedulerConfig> {
+    /// The scheduler config that comes with the model and the algorithm of its class: the
+    /// folder's `scheduler_config.json` (diffusers' defaults when it has none), the bundled
+    /// model's, or diffusers' defaults (DDPM).
+    fn scheduler_config(&self) -> diffusion_wgpu::Result<(SchedulerConfig, Method)> {
         match self {
             Self::Folder(dir) => match ModelFiles::locate(dir)?.scheduler_config {
-                Some(path) => SchedulerConfig::from_file(path),
-                None => Ok(SchedulerConfig::default()),
+                Some(path) => SchedulerFile::from_file(&path).map(|f| (f.config, f.method)),
+                None => Ok((SchedulerConfig::default(), Method::Ddpm)),
             },
-            Self::Bundled => bundled_scheduler_config(),
-            Self::Arch(_) => Ok(SchedulerConfig::default()),
+            Self::Bundled => Ok((bundled_scheduler_config()?, Method::Ddpm)),
+            Self::Arch(_) => Ok((SchedulerConfig::default(), Method::Ddpm)),
         }
     }
 }

@@ -4,9 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use diffusion_wgpu::io::{read_tensors, take_tensor, write_png_grid, write_tensors};
+use diffusion_wgpu::io::{read_png, read_tensors, take_tensor, write_png_grid, write_tensors};
 use diffusion_wgpu::{
-    Conditioning, Error, Gpu, LinearNoiseModel, NoiseModel, NoiseSource, Sampler, SamplerSettings,
+    Conditioning, Error, Gpu, LinearNoiseModel, NoiseModel, NoiseSource, RePaintOptions, Sampler,
+    SamplerSettings,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -14,6 +15,8 @@ use crate::args::{ForwardArgs, SampleArgs, ToyArgs};
 use crate::{ModelSource, adapter_name};
 
 /// Runs the sampler with a progress bar on stderr; returns x0 and the seconds it took.
+/// `image`: an image-to-image start (the image and the strength).
+#[allow(clippy::too_many_arguments)]
 fn run_sampler(
     gpu: &Gpu,
     sampler: &Sampler,
@@ -22,6 +25,7 @@ fn run_sampler(
     settings: &SamplerSettings,
     noise: NoiseSource<'_>,
     conditioning: Conditioning,
+    image: Option<(&[f32], f64)>,
 ) -> diffusion_wgpu::Result<(Vec<f32>, f64)> {
     let bar = ProgressBar::new(settings.num_inference_steps as u64);
     bar.set_style(
@@ -29,7 +33,12 @@ fn run_sampler(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let start = Instant::now();
-    let mut run = sampler.start(model, shape, settings, noise)?;
+    let mut run = match image {
+        Some((image, strength)) => {
+            sampler.start_from_image(model, shape, settings, image, strength, noise)?
+        }
+        None => sampler.start(model, shape, settings, noise)?,
+    };
     run.set_conditioning(conditioning);
     let result = loop {
         match run.step_and_submit(model) {
@@ -50,11 +59,10 @@ fn run_sampler(
 pub fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
     let source = ModelSource::from_args(&args.model);
     let unet = source.load(&gpu)?;
-    let config = match &args.sampling.scheduler_config {
-        Some(_) => args.sampling.scheduler_config(None)?,
-        None => args.sampling.with_overrides(source.scheduler_config()?),
-    };
-    let settings = args.sampling.settings();
+    let (config, class_method) = args
+        .sampling
+        .scheduler_config(Some(source.scheduler_config()?))?;
+    let settings = args.sampling.settings(&class_method);
     let sampler = Sampler::new(gpu.clone(), config)?;
 
     let init = match &args.init {
@@ -70,9 +78,22 @@ pub fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         }
         None => None,
     };
-    let shape = match &init {
-        Some(x_t) => [x_t.shape[0], x_t.shape[1], x_t.shape[2], x_t.shape[3]],
-        None => {
+    let image = match &args.init_image {
+        Some(path) => {
+            let size = args.size.or(unet.config().sample_size);
+            let expected = [None, Some(unet.config().in_channels), size, size];
+            let mut tensors = if is_png(path) {
+                std::iter::once(("x0".to_string(), read_png(path)?)).collect()
+            } else {
+                read_tensors(path)?
+            };
+            Some(take_tensor(&mut tensors, path, "x0", &expected)?)
+        }
+        None => None,
+    };
+    let shape = match (&init, &image) {
+        (Some(x), _) | (None, Some(x)) => [x.shape[0], x.shape[1], x.shape[2], x.shape[3]],
+        (None, None) => {
             let size =
                 args.size
                     .or(unet.config().sample_size)
@@ -132,15 +153,40 @@ pub fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         true => Conditioning::none(),
         false => Conditioning::class_labels(labels),
     };
-    let (x0, seconds) = run_sampler(
-        &gpu,
-        &sampler,
-        &unet,
-        shape,
-        &settings,
-        noise_source,
-        conditioning,
-    )?;
+    let mask = read_mask(args, shape)?;
+    let image = image.as_ref().map(|x| (x.data.as_slice(), args.strength));
+    let (x0, seconds) = match (&mask, image) {
+        (Some(mask), Some((image, _))) => {
+            let start = Instant::now();
+            let options = RePaintOptions {
+                eta: args.sampling.eta,
+                jump_length: args.jump_length,
+                jump_n_sample: args.jump_n_sample,
+            };
+            let steps = args.sampling.steps;
+            let x0 = sampler.inpaint(
+                &unet,
+                shape,
+                steps,
+                &options,
+                image,
+                mask,
+                noise_source,
+                &mut |_| {},
+            )?;
+            (x0, start.elapsed().as_secs_f64())
+        }
+        _ => run_sampler(
+            &gpu,
+            &sampler,
+            &unet,
+            shape,
+            &settings,
+            noise_source,
+            conditioning,
+            image,
+        )?,
+    };
     write_output(&args.out, &x0, shape)?;
     println!(
         "wrote {} ({} images, {} steps); sampling took {seconds:.1} s",
@@ -149,6 +195,32 @@ pub fn sample(gpu: Arc<Gpu>, args: &SampleArgs) -> diffusion_wgpu::Result<()> {
         settings.num_inference_steps
     );
     Ok(())
+}
+
+/// Whether `path` names a PNG file.
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+/// The RePaint mask of `--mask`: a PNG (white keeps the image; binarized at the middle grey,
+/// as diffusers does) or a safetensors `mask` [B, 1|C, H, W] (1 keeps it).
+fn read_mask(args: &SampleArgs, shape: [usize; 4]) -> diffusion_wgpu::Result<Option<Vec<f32>>> {
+    let Some(path) = &args.mask else {
+        return Ok(None);
+    };
+    if is_png(path) {
+        let mut mask = read_png(path)?;
+        mask.data
+            .iter_mut()
+            .for_each(|v| *v = if *v >= 0.0 { 1.0 } else { 0.0 });
+        return Ok(Some(mask.data));
+    }
+    let mut tensors = read_tensors(path)?;
+    let expected = [Some(shape[0]), None, Some(shape[2]), Some(shape[3])];
+    Ok(Some(
+        take_tensor(&mut tensors, path, "mask", &expected)?.data,
+    ))
 }
 
 /// Writes `x0` as a PNG grid (a `.png` path) or a safetensors file.
@@ -211,8 +283,9 @@ pub fn forward(gpu: Arc<Gpu>, args: &ForwardArgs) -> diffusion_wgpu::Result<()> 
 
 /// `toy`: sampling with the analytic model `eps = 0.1 * x`.
 pub fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
-    let sampler = Sampler::new(gpu.clone(), args.sampling.scheduler_config(None)?)?;
-    let settings = args.sampling.settings();
+    let (config, class_method) = args.sampling.scheduler_config(None)?;
+    let sampler = Sampler::new(gpu.clone(), config)?;
+    let settings = args.sampling.settings(&class_method);
     let shape = [args.batch, 3, args.size, args.size];
     println!("adapter: {}", adapter_name(&gpu));
     let (x0, seconds) = run_sampler(
@@ -223,6 +296,7 @@ pub fn toy(gpu: Arc<Gpu>, args: &ToyArgs) -> diffusion_wgpu::Result<()> {
         &settings,
         NoiseSource::Seed(args.sampling.seed),
         Conditioning::none(),
+        None,
     )?;
     let mean = x0.iter().map(|&v| f64::from(v)).sum::<f64>() / x0.len() as f64;
     let std = (x0

@@ -15,12 +15,11 @@ pub fn txt2img(gpu: Arc<Gpu>, args: &Txt2imgArgs) -> diffusion_wgpu::Result<()> 
     println!("adapter: {}", adapter_name(&gpu));
     let start = Instant::now();
     let mut pipeline = TextToImage::load(gpu, &args.model, args.variant.as_deref())?;
-    let config = match &args.sampling.scheduler_config {
-        Some(_) => args.sampling.scheduler_config(None)?,
-        None => args
-            .sampling
-            .with_overrides(pipeline.scheduler_config().clone()),
-    };
+    let folder = (
+        pipeline.scheduler_config().clone(),
+        pipeline.scheduler_method().clone(),
+    );
+    let (config, class_method) = args.sampling.scheduler_config(Some(folder))?;
     pipeline.set_scheduler_config(config)?;
     println!(
         "loaded the pipeline in {:.1} s",
@@ -29,7 +28,7 @@ pub fn txt2img(gpu: Arc<Gpu>, args: &Txt2imgArgs) -> diffusion_wgpu::Result<()> 
     let settings = TextToImageSettings {
         negative_prompt: args.negative_prompt.clone(),
         guidance_scale: args.guidance_scale,
-        sampler: args.sampling.settings(),
+        sampler: args.sampling.settings(&class_method),
         width: args.width,
         height: args.height,
         clip_skip: args.clip_skip,
