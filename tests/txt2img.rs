@@ -1,14 +1,16 @@
 //! The whole text-to-image pipeline against diffusers' `StableDiffusionPipeline`
-//! (tests/fixtures/sd/, `pipe.*`): prompt and negative prompt, guidance 7.5, DDIM 4 steps from
-//! explicit latents; every step's latents and the decoded image, SD 1.x- and 2.x-style
-//! (epsilon and v-prediction).
+//! (tests/fixtures/sd/, `pipe.*`): prompt and negative prompt, guidance 7.5, 4 steps of DDIM
+//! and of DPM-Solver++ 2M from explicit latents; every step's latents and the decoded image,
+//! SD 1.x- and 2.x-style (epsilon and v-prediction).
 
 mod common;
 
 use std::sync::Arc;
 
 use common::{fixture, gpu, rel_l2};
-use diffusion_wgpu::{NoiseSource, SamplerSettings, TextToImage, TextToImageSettings};
+use diffusion_wgpu::{
+    DpmSolverOptions, Method, NoiseSource, SamplerSettings, TextToImage, TextToImageSettings,
+};
 
 const PROMPT: &str = "a painting of a cat sitting on a chair, masterpiece";
 const NEGATIVE: &str = "blurry, low quality";
@@ -37,7 +39,7 @@ fn ddim_with_guidance_matches_diffusers() {
 
         let settings = TextToImageSettings {
             negative_prompt: NEGATIVE.into(),
-            sampler: SamplerSettings::ddim(4, 0.0),
+            sampler: sampler.clone(),
             width: 32,
             height: 32,
             ..TextToImageSettings::new(PROMPT)
@@ -48,14 +50,14 @@ fn ddim_with_guidance_matches_diffusers() {
             seed: 0,
         };
         let mut run = pipe.start(&settings, noise).unwrap();
-        let expected = &refs["pipe.ddim.step_latents"];
+        let expected = &refs[&format!("{prefix}.step_latents")];
         let per_step = expected.data.len() / 4;
         let mut step = 0;
         while run.step_and_submit().unwrap().is_some() {
             let ours = run.latents().read(&gpu()).unwrap();
             let theirs = &expected.data[step * per_step..(step + 1) * per_step];
             let error = rel_l2(&ours, theirs);
-            println!("{name} step {step}: latents {error:.2e}");
+            println!("{name} {prefix} step {step}: latents {error:.2e}");
             assert!(error < TOLERANCE, "{name} step {step}: {error:.2e}");
             step += 1;
         }
@@ -70,8 +72,8 @@ fn ddim_with_guidance_matches_diffusers() {
                 (image[channel * plane + pixel] / 2.0 + 0.5).clamp(0.0, 1.0)
             })
             .collect();
-        let error = rel_l2(&mapped, &refs["pipe.ddim.image"].data);
-        println!("{name}: image {error:.2e}");
+        let error = rel_l2(&mapped, &refs[&format!("{prefix}.image")].data);
+        println!("{name} {prefix}: image {error:.2e}");
         assert!(error < TOLERANCE, "{name} image: {error:.2e}");
     }
 }
