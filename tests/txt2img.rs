@@ -24,6 +24,21 @@ fn pipeline(name: &str) -> TextToImage {
 
 #[test]
 fn ddim_with_guidance_matches_diffusers() {
+    check_pipeline(SamplerSettings::ddim(4, 0.0), "pipe.ddim");
+}
+
+/// diffusers' `DPMSolverMultistepScheduler.from_config(ddim.config)` defaults: DPM-Solver++,
+/// order 2, midpoint, lower-order final step, final sigma zero.
+#[test]
+fn dpm_solver_with_guidance_matches_diffusers() {
+    let settings = SamplerSettings {
+        method: Method::DpmSolver(DpmSolverOptions::default()),
+        ..SamplerSettings::ddim(4, 0.0)
+    };
+    check_pipeline(settings, "pipe.dpm");
+}
+
+fn check_pipeline(sampler: SamplerSettings, prefix: &str) {
     for (name, refs) in [
         ("sd1_tiny", "sd/sd1_refs.safetensors"),
         ("sd2_tiny", "sd/sd2_refs.safetensors"),
