@@ -135,7 +135,8 @@ pub struct ModelArgs {
     /// pipeline folder with unet/ and scheduler/ (default: the bundled Fashion-MNIST model).
     #[arg(long, conflicts_with = "arch")]
     pub model: Option<PathBuf>,
-    /// A built-in architecture with random weights: ddpm-cifar10-32.
+    /// A built-in architecture with random weights: ddpm-cifar10-32, or sd15-unet (bench only:
+    /// Stable Diffusion 1.5's conditional U-Net).
     #[arg(long)]
     pub arch: Option<String>,
 }

@@ -1,11 +1,14 @@
 //! `bench`: speed of a U-Net and its sampling loop, against a PyTorch peer if asked.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use diffusion_wgpu::bench::BenchSettings;
 use diffusion_wgpu::bench::peer::{self, PeerModel};
 use diffusion_wgpu::bench::soak::soak;
 use diffusion_wgpu::model::unet::{architecture_config, write_bundled_model};
+use diffusion_wgpu::model::unet_cond::UnetCondition;
+use diffusion_wgpu::nn::{RandomWeights, TensorSource};
 use diffusion_wgpu::{Error, Gpu, Sampler, SamplerSettings};
 use indicatif::ProgressBar;
 
@@ -14,6 +17,9 @@ use crate::args::BenchArgs;
 
 /// `bench`: the report (or the soak run) for one model.
 pub fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
+    if args.model.arch.as_deref() == Some(SD15_UNET) {
+        return bench_conditional(gpu, args);
+    }
     let source = ModelSource::from_args(&args.model);
     let unet = source.load(&gpu)?;
     let (name, (scheduler, _)) = (source.name(), source.scheduler_config()?);
@@ -106,4 +112,43 @@ fn peer_model(source: &ModelSource) -> diffusion_wgpu::Result<PeerModel> {
             Ok(PeerModel::Folder(dir))
         }
     }
+}
+
+/// The conditional U-Net architecture `bench --arch` runs with random weights.
+const SD15_UNET: &str = "sd15-unet";
+
+/// `bench --arch sd15-unet`: Stable Diffusion 1.5's U-Net with random weights, one forward
+/// pass per batch size (with 77 random text tokens; `--size` latents, default 64), timed and
+/// divided into GFLOP/s. Building the graph checks every tensor against the device's limits.
+fn bench_conditional(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
+    let start = Instant::now();
+    let unet = UnetCondition::architecture(gpu, SD15_UNET, 0)?;
+    println!(
+        "{SD15_UNET} (random weights) built in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let config = unet.config();
+    let size = args.size.or(config.sample_size).unwrap_or(64);
+    let tokens = 77;
+    for &batch in &args.batch {
+        let shape = [batch, config.in_channels, size, size];
+        let flops = unet.forward_flops(shape, tokens)?;
+        let mut random = RandomWeights::new(1);
+        let sample = random.take("sample", &shape)?;
+        let context = random.take("context", &[batch, tokens, config.cross_attention_dim])?;
+        let timesteps = vec![500; batch];
+        let mut best = f64::INFINITY;
+        for _ in 0..args.repeats.max(1) {
+            let start = Instant::now();
+            unet.forward(&sample, shape, &timesteps, &context, tokens)?;
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        println!(
+            "batch {batch}, {size}x{size} latents: forward {:.1} ms, {:.1} GFLOP/s ({:.1} GFLOP)",
+            best * 1e3,
+            flops as f64 / best / 1e9,
+            flops as f64 / 1e9
+        );
+    }
+    Ok(())
 }
