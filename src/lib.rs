@@ -31,7 +31,7 @@ pub mod sampler;
 pub mod schedule;
 
 pub use error::{Error, Result};
-pub use gpu::{BlockSize, Gpu, GpuOptions, GpuTensor, Tuning};
+pub use gpu::{BlockSize, ConvTiles, GemmTile, Gpu, GpuOptions, GpuTensor, Tuning};
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{Conditioning, LinearNoiseModel, NoiseModel};

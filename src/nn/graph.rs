@@ -199,6 +199,14 @@ impl<'g> GraphBuilder<'g> {
         self.gpu.tuning()
     }
 
+    /// The largest storage binding the device allows, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let limits = self.gpu.limits();
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+    }
+
     /// The device's workgroup size for register-blocked kernels.
     pub fn block_workgroup_size(&self) -> usize {
         self.gpu.tuning().block_workgroup_size as usize
