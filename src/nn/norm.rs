@@ -19,6 +19,7 @@ static GROUP_NORM: KernelSpec = KernelSpec {
         Binding::StorageRead,
         Binding::StorageRead,
         Binding::StorageReadWrite,
+        Binding::StorageRead,
     ],
     params: Some(&PARAMS_LAYOUT),
     workgroup_size: WorkgroupSize::Fixed,
@@ -40,7 +41,8 @@ struct NormParams {
     silu: u32,
     scale_shift: u32,
     temb_stride: u32,
-    _pad0: u32,
+    /// Channels read from the first input; the rest come from the second.
+    first_channels: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(NormParams {
@@ -51,7 +53,7 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(NormParams {
     silu,
     scale_shift,
     temb_stride,
-    _pad0,
+    first_channels,
 });
 
 /// `nn.GroupNorm` with affine weights.
@@ -110,6 +112,33 @@ impl GroupNorm {
         output: NormOutput,
         name: &str,
     ) -> Result<FeatureMap> {
+        self.record_inputs(graph, input, None, output, name)
+    }
+
+    /// Records the norm of the channel concatenation `[first, second]`, read in place.
+    pub fn record_concat(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: FeatureMap,
+        output: NormOutput,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        self.record_inputs(graph, first, Some(second), output, name)
+    }
+
+    fn record_inputs(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: Option<FeatureMap>,
+        output: NormOutput,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        let input = FeatureMap {
+            channels: first.channels + second.map_or(0, |s| s.channels),
+            ..first
+        };
         let result = graph.tensor(input.len(), name)?;
         let params = NormParams {
             channels: self.channels as u32,
@@ -119,7 +148,7 @@ impl GroupNorm {
             silu: output.activation as u32,
             scale_shift: u32::from(output.scale_shift.is_some()),
             temb_stride: 2 * self.channels as u32,
-            _pad0: 0,
+            first_channels: first.channels as u32,
         };
         graph.dispatch(
             &GROUP_NORM,
@@ -132,6 +161,7 @@ impl GroupNorm {
                     .scale_shift
                     .map_or(Resource::Unused, Resource::Tensor),
                 Resource::Tensor(result),
+                second.map_or(Resource::Unused, |s| Resource::Tensor(s.id)),
             ],
             [self.groups as u32, input.batch as u32, 1],
             None,

@@ -2,6 +2,7 @@
 //! applied as scale/shift after `norm2`, a 1x1 shortcut when the channel count changes.
 
 use super::conv::{Conv, ConvExtras, Sampling};
+use super::elementwise::concat;
 use super::graph::{GraphBuilder, TensorId};
 use super::linear::{Linear, LinearActivations};
 use super::norm::{GroupNorm, NormOutput};
@@ -99,11 +100,49 @@ impl Resnet {
         input: FeatureMap,
         emb: TensorId,
     ) -> Result<FeatureMap> {
+        self.record_inputs(graph, input, None, emb)
+    }
+
+    /// Records the block on the channel concatenation `[first, second]` (an up block's hidden
+    /// state and skip). With the tiled convolution and a `conv_shortcut`, every reader of the
+    /// concatenation (norm1 and the shortcut) reads both tensors in place and no concat
+    /// dispatch runs; otherwise the concatenation is materialised first.
+    pub fn record_concat(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: FeatureMap,
+        emb: TensorId,
+    ) -> Result<FeatureMap> {
+        let in_place = self
+            .conv_shortcut
+            .as_ref()
+            .is_some_and(|conv| conv.reads_concat_in_place());
+        if in_place {
+            self.record_inputs(graph, first, Some(second), emb)
+        } else {
+            let input = concat(graph, first, second, "skip concatenation")?;
+            self.record_inputs(graph, input, None, emb)
+        }
+    }
+
+    fn record_inputs(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        input: FeatureMap,
+        second: Option<FeatureMap>,
+        emb: TensorId,
+    ) -> Result<FeatureMap> {
         let silu = NormOutput {
             scale_shift: None,
             activation: Activation::Silu,
         };
-        let h = self.norm1.record(graph, input, silu, "resnet norm1")?;
+        let h = match second {
+            Some(second) => self
+                .norm1
+                .record_concat(graph, input, second, silu, "resnet norm1")?,
+            None => self.norm1.record(graph, input, silu, "resnet norm1")?,
+        };
         let silu_input = LinearActivations {
             input: Activation::Silu,
             output: Activation::Identity,
@@ -135,11 +174,19 @@ impl Resnet {
                 self.norm2.record(graph, h, silu, "resnet norm2")?
             }
         };
-        let shortcut = match &self.conv_shortcut {
-            Some(conv) => {
+        let shortcut = match (&self.conv_shortcut, second) {
+            (Some(conv), Some(second)) => conv.record_concat(
+                graph,
+                input,
+                second,
+                ConvExtras::default(),
+                "resnet conv_shortcut",
+            )?,
+            (Some(conv), None) => {
                 conv.record(graph, input, ConvExtras::default(), "resnet conv_shortcut")?
             }
-            None => input,
+            // `record_concat` materialises the concatenation for blocks without a shortcut.
+            (None, _) => input,
         };
         let extras = ConvExtras {
             temb: None,

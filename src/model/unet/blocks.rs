@@ -7,7 +7,6 @@ use super::config::UnetConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionBlock, AttentionOptions};
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
-use crate::nn::elementwise::concat;
 use crate::nn::graph::{GraphBuilder, TensorId};
 use crate::nn::norm::GroupNorm;
 use crate::nn::resnet::{Resnet, ResnetOptions};
@@ -439,8 +438,7 @@ impl UpBlock {
                 key: "up_block_types".into(),
                 message: "more up-block resnets than skip connections".into(),
             })?;
-            h = concat(graph, h, skip, "skip concatenation")?;
-            h = resnet.record(graph, h, emb)?;
+            h = resnet.record_concat(graph, h, skip, emb)?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }

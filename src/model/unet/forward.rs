@@ -14,7 +14,8 @@ use crate::nn::{Activation, conv::ConvExtras};
 
 /// The forward pass built for one chunk size and image size, with its graph inputs.
 pub(super) struct Compiled {
-    chunk: usize,
+    /// Images per chunk.
+    pub chunk: usize,
     /// Whether the device's limits cut the batch into chunks of `chunk`.
     limited: bool,
     height: usize,

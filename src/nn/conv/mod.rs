@@ -294,7 +294,6 @@ impl Conv {
     /// Records the convolution of the channel concatenation `[first, second]`
     /// (`torch.cat(dim=1)`): the tiled kernel reads both tensors in its gather; the others
     /// get the concatenation from a concat dispatch first.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn record_concat(
         &self,
         graph: &mut GraphBuilder<'_>,
@@ -310,6 +309,11 @@ impl Conv {
                 self.record_inputs(graph, input, None, extras, name)
             }
         }
+    }
+
+    /// Whether [`Conv::record_concat`] reads both inputs in place (no concat dispatch).
+    pub fn reads_concat_in_place(&self) -> bool {
+        matches!(self.weight, ConvWeights::Packed(_))
     }
 
     /// Records the convolution of `input` (tiled kernel: with `second`'s channels after its
