@@ -25,16 +25,18 @@ QUICK=${DEVICE_CHECK_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     CIFAR_BATCHES=1; BUNDLED_BATCHES=1; REPEATS=1; STEPS=0; PROFILE=(--no-profile)
     TESTS=(--lib conv::tests)
+    SLOW=10 # a software adapter: step limits x10
 else
     CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=()
     TESTS=(--test unet_forward --lib conv::tests)
+    SLOW=1
 fi
 FAILED=()
 BIN=$ROOT/target/release/diffusion-wgpu
 
 # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, output to $OUT/NAME.txt.
 step() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * SLOW))
     shift 2
     echo "== $name (${SECONDS}s elapsed)"
     if ! timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1; then
@@ -46,7 +48,7 @@ step() {
 
 # bench NAME SECONDS ARGS...: a bench whose JSON goes to $OUT/NAME.json.
 bench() {
-    local name=$1 limit=$2
+    local name=$1 limit=$(($2 * SLOW))
     shift 2
     echo "== bench $name (${SECONDS}s elapsed)"
     if ! timeout "$limit" "$BIN" bench "$@" --json >"$OUT/$name.json" 2>"$OUT/$name.log"; then
