@@ -2,8 +2,8 @@
 //! an optional FiLM-style scale/shift from the time embedding and an optional SiLU, one
 //! workgroup per (group, batch item).
 
-use super::graph::{GraphBuilder, Resource, TensorId};
-use super::{Activation, FeatureMap, WeightPath};
+use super::graph::{GraphBuilder, Resource};
+use super::{Activation, ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuTensor, KernelSpec, WorkgroupSize};
 use crate::params_layout;
@@ -68,9 +68,9 @@ pub(crate) struct GroupNorm {
 /// What a [`GroupNorm`] applies after normalising.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NormOutput {
-    /// `y * (1 + scale) + shift` with `scale, shift` the halves of this [B, 2C] tensor
-    /// (diffusers' `resnet_time_scale_shift = "scale_shift"`).
-    pub scale_shift: Option<TensorId>,
+    /// `y * (1 + scale) + shift` with `scale, shift` the 2C channels of this term (diffusers'
+    /// `resnet_time_scale_shift = "scale_shift"`).
+    pub scale_shift: Option<ChannelTerm>,
     /// Then this activation.
     pub activation: Activation,
 }
@@ -147,7 +147,7 @@ impl GroupNorm {
             eps: self.eps,
             silu: output.activation as u32,
             scale_shift: u32::from(output.scale_shift.is_some()),
-            temb_stride: 2 * self.channels as u32,
+            temb_stride: output.scale_shift.map_or(0, |term| term.stride as u32),
             first_channels: first.channels as u32,
         };
         graph.dispatch(
@@ -159,7 +159,7 @@ impl GroupNorm {
                 Resource::Weight(self.beta.buffer()),
                 output
                     .scale_shift
-                    .map_or(Resource::Unused, Resource::Tensor),
+                    .map_or(Resource::Unused, |term| term.resource()),
                 Resource::Tensor(result),
                 second.map_or(Resource::Unused, |s| Resource::Tensor(s.id)),
             ],

@@ -6,7 +6,7 @@ use super::elementwise::concat;
 use super::graph::{GraphBuilder, TensorId};
 use super::linear::{Linear, LinearActivations};
 use super::norm::{GroupNorm, NormOutput};
-use super::{Activation, FeatureMap, WeightPath};
+use super::{Activation, ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
 
 /// How a ResNet block applies the time embedding (diffusers' `resnet_time_scale_shift`).
@@ -34,8 +34,21 @@ pub(crate) struct ResnetOptions {
     pub output_scale_factor: f64,
 }
 
+/// The time embedding as the resnets of a forward pass read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeInputs {
+    /// The [B, temb_channels] embedding, which a resnet projects itself (SiLU, then its
+    /// `time_emb_proj`) when `projections` is `None` or has no rows for it.
+    pub emb: TensorId,
+    /// Every resnet's projection of the embedding, computed by one stacked linear (see
+    /// [`Resnet::set_projection_offset`]): the tensor and its values per batch item.
+    pub projections: Option<(TensorId, usize)>,
+}
+
 /// `ResnetBlock2D` with a time embedding.
 pub(crate) struct Resnet {
+    /// Where this block's rows start in the stacked time projections, once stacked.
+    projection_offset: Option<usize>,
     norm1: GroupNorm,
     conv1: Conv,
     time_emb_proj: Linear,
@@ -73,6 +86,7 @@ impl Resnet {
             TimeScaleShift::ScaleShift => 2 * c_out,
         };
         Ok(Self {
+            projection_offset: None,
             norm1: GroupNorm::load(&mut path.pp("norm1"), c_in, groups, eps)?,
             conv1: Conv::load(&mut path.pp("conv1"), c_in, c_out, 3, Sampling::Same)?,
             time_emb_proj: Linear::load(
@@ -93,14 +107,25 @@ impl Resnet {
         })
     }
 
-    /// Records the block on `input`, with `emb` the [B, temb_channels] time embedding.
+    /// The block's time-embedding projection.
+    pub fn time_emb_proj(&self) -> &Linear {
+        &self.time_emb_proj
+    }
+
+    /// Makes the block read its time-embedding projection from rows `offset..` of the stacked
+    /// projections ([`TimeInputs::projections`]) instead of recording its own.
+    pub fn set_projection_offset(&mut self, offset: usize) {
+        self.projection_offset = Some(offset);
+    }
+
+    /// Records the block on `input`, with `time` the time embedding.
     pub fn record(
         &self,
         graph: &mut GraphBuilder<'_>,
         input: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
     ) -> Result<FeatureMap> {
-        self.record_inputs(graph, input, None, emb)
+        self.record_inputs(graph, input, None, time)
     }
 
     /// Records the block on the channel concatenation `[first, second]` (an up block's hidden
@@ -112,17 +137,17 @@ impl Resnet {
         graph: &mut GraphBuilder<'_>,
         first: FeatureMap,
         second: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
     ) -> Result<FeatureMap> {
         let in_place = self
             .conv_shortcut
             .as_ref()
             .is_some_and(|conv| conv.reads_concat_in_place());
         if in_place {
-            self.record_inputs(graph, first, Some(second), emb)
+            self.record_inputs(graph, first, Some(second), time)
         } else {
             let input = concat(graph, first, second, "skip concatenation")?;
-            self.record_inputs(graph, input, None, emb)
+            self.record_inputs(graph, input, None, time)
         }
     }
 
@@ -131,7 +156,7 @@ impl Resnet {
         graph: &mut GraphBuilder<'_>,
         input: FeatureMap,
         second: Option<FeatureMap>,
-        emb: TensorId,
+        time: TimeInputs,
     ) -> Result<FeatureMap> {
         let silu = NormOutput {
             scale_shift: None,
@@ -147,13 +172,20 @@ impl Resnet {
             input: Activation::Silu,
             output: Activation::Identity,
         };
-        let temb = self.time_emb_proj.record(
-            graph,
-            input.batch,
-            emb,
-            silu_input,
-            "resnet time_emb_proj",
-        )?;
+        let temb = match (time.projections, self.projection_offset) {
+            (Some((id, stride)), Some(offset)) => ChannelTerm { id, stride, offset },
+            _ => ChannelTerm {
+                id: self.time_emb_proj.record(
+                    graph,
+                    input.batch,
+                    time.emb,
+                    silu_input,
+                    "resnet time_emb_proj",
+                )?,
+                stride: self.time_emb_proj.out_features(),
+                offset: 0,
+            },
+        };
         let h = match self.time_scale_shift {
             TimeScaleShift::ScaleShift => {
                 let h = self
@@ -167,7 +199,7 @@ impl Resnet {
             }
             TimeScaleShift::Default => {
                 let extras = ConvExtras {
-                    temb: Some((temb, self.time_emb_proj.out_features())),
+                    temb: Some(temb),
                     residual: None,
                 };
                 let h = self.conv1.record(graph, h, extras, "resnet conv1")?;

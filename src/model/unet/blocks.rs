@@ -7,9 +7,9 @@ use super::config::UnetConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionBlock, AttentionOptions};
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
-use crate::nn::graph::{GraphBuilder, TensorId};
+use crate::nn::graph::GraphBuilder;
 use crate::nn::norm::GroupNorm;
-use crate::nn::resnet::{Resnet, ResnetOptions};
+use crate::nn::resnet::{Resnet, ResnetOptions, TimeInputs};
 use crate::nn::{FeatureMap, TimeScaleShift, WeightPath};
 
 /// A configuration error: the key to blame and the message.
@@ -272,6 +272,11 @@ pub(super) struct DownBlock {
 }
 
 impl DownBlock {
+    /// The block's resnets.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut Resnet> {
+        self.resnets.iter_mut()
+    }
+
     /// Loads the block laid out as `layout` from `path` (`down_blocks.i`).
     pub fn load(
         path: &mut WeightPath<'_>,
@@ -312,11 +317,11 @@ impl DownBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         mut h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.record(graph, h, emb)?;
+            h = resnet.record(graph, h, time)?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }
@@ -338,6 +343,11 @@ pub(super) struct MidBlock {
 }
 
 impl MidBlock {
+    /// The block's resnets.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut Resnet> {
+        [&mut self.first, &mut self.second].into_iter()
+    }
+
     /// Loads the block laid out as `layout` from `path` (`mid_block`).
     pub fn load(
         path: &mut WeightPath<'_>,
@@ -375,13 +385,13 @@ impl MidBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
     ) -> Result<FeatureMap> {
-        let mut h = self.first.record(graph, h, emb)?;
+        let mut h = self.first.record(graph, h, time)?;
         if let Some(attention) = &self.attention {
             h = attention.record(graph, h)?;
         }
-        self.second.record(graph, h, emb)
+        self.second.record(graph, h, time)
     }
 }
 
@@ -394,6 +404,11 @@ pub(super) struct UpBlock {
 }
 
 impl UpBlock {
+    /// The block's resnets.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut Resnet> {
+        self.resnets.iter_mut()
+    }
+
     /// Loads the block laid out as `layout` from `path` (`up_blocks.i`).
     pub fn load(
         path: &mut WeightPath<'_>,
@@ -429,7 +444,7 @@ impl UpBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         mut h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
         for (j, resnet) in self.resnets.iter().enumerate() {
@@ -438,7 +453,7 @@ impl UpBlock {
                 key: "up_block_types".into(),
                 message: "more up-block resnets than skip connections".into(),
             })?;
-            h = resnet.record_concat(graph, h, skip, emb)?;
+            h = resnet.record_concat(graph, h, skip, time)?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }

@@ -10,6 +10,7 @@ use crate::nn::elementwise::{add, affine};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
 use crate::nn::linear::LinearActivations;
 use crate::nn::norm::NormOutput;
+use crate::nn::resnet::TimeInputs;
 use crate::nn::{Activation, conv::ConvExtras};
 
 /// The forward pass built for one chunk size and image size, with its graph inputs.
@@ -274,21 +275,35 @@ impl Unet {
             None => None,
         };
 
+        let projections = match &self.time_projections {
+            Some(stacked) => {
+                let silu_input = LinearActivations {
+                    input: Activation::Silu,
+                    output: Activation::Identity,
+                };
+                let all =
+                    stacked.record(&mut g, b, emb, silu_input, "time_emb_proj (all resnets)")?;
+                Some((all, stacked.out_features()))
+            }
+            None => None,
+        };
+        let time = TimeInputs { emb, projections };
+
         let mut h = self
             .conv_in
             .record(&mut g, x, ConvExtras::default(), "conv_in")?;
         keep(&mut g, "conv_in".into(), h.shape(), h.id);
         let mut skips = vec![h];
         for (i, block) in self.down.iter().enumerate() {
-            h = block.record(&mut g, h, emb, &mut skips)?;
+            h = block.record(&mut g, h, time, &mut skips)?;
             keep(&mut g, format!("down_blocks.{i}"), h.shape(), h.id);
         }
         if let Some(mid) = &self.mid {
-            h = mid.record(&mut g, h, emb)?;
+            h = mid.record(&mut g, h, time)?;
             keep(&mut g, "mid_block".into(), h.shape(), h.id);
         }
         for (i, block) in self.up.iter().enumerate() {
-            h = block.record(&mut g, h, emb, &mut skips)?;
+            h = block.record(&mut g, h, time, &mut skips)?;
             keep(&mut g, format!("up_blocks.{i}"), h.shape(), h.id);
         }
         let silu = NormOutput {

@@ -28,7 +28,7 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::nn::conv::{Conv, Sampling};
 use crate::nn::linear::Linear;
 use crate::nn::norm::GroupNorm;
-use crate::nn::resnet::ResnetOptions;
+use crate::nn::resnet::{Resnet, ResnetOptions};
 use crate::nn::{TensorSource, WeightPath, Weights};
 
 /// An intermediate result of the forward pass, named like the diffusers submodule that
@@ -50,6 +50,8 @@ pub struct Unet {
     conv_in: Conv,
     time_linear_1: Linear,
     time_linear_2: Linear,
+    /// Every resnet's `time_emb_proj`, stacked (`None` without resnets).
+    time_projections: Option<Linear>,
     class_embedding: Option<GpuTensor>,
     down: Vec<DownBlock>,
     mid: Option<MidBlock>,
@@ -108,7 +110,7 @@ impl Unet {
             ),
             None => None,
         };
-        let down = layout
+        let mut down = layout
             .down
             .iter()
             .enumerate()
@@ -116,11 +118,11 @@ impl Unet {
                 DownBlock::load(&mut root.pp(format!("down_blocks.{i}")), block, &options)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mid = match &layout.mid {
+        let mut mid = match &layout.mid {
             Some(block) => Some(MidBlock::load(&mut root.pp("mid_block"), block, &options)?),
             None => None,
         };
-        let up = layout
+        let mut up = layout
             .up
             .iter()
             .enumerate()
@@ -138,12 +140,38 @@ impl Unet {
             3,
             Sampling::Same,
         )?;
+        // Every resnet projects the same SiLU(emb): one stacked linear does all of them in one
+        // dispatch, each resnet's rows starting at a binding-aligned offset of its output.
+        let mut resnets: Vec<&mut Resnet> = down
+            .iter_mut()
+            .flat_map(DownBlock::resnets_mut)
+            .chain(mid.iter_mut().flat_map(MidBlock::resnets_mut))
+            .chain(up.iter_mut().flat_map(UpBlock::resnets_mut))
+            .collect();
+        let time_projections = if resnets.is_empty() {
+            None
+        } else {
+            let layers: Vec<&Linear> = resnets.iter().map(|r| r.time_emb_proj()).collect();
+            let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+            // A stack over the device's binding limit: each resnet keeps its own dispatch.
+            match Linear::stack(&gpu, &layers, align, "time_emb_proj (all resnets)") {
+                Ok((stacked, offsets)) => {
+                    for (resnet, offset) in resnets.iter_mut().zip(offsets) {
+                        resnet.set_projection_offset(offset);
+                    }
+                    Some(stacked)
+                }
+                Err(Error::TooLarge { .. }) => None,
+                Err(other) => return Err(other),
+            }
+        };
         Ok(Self {
             gpu,
             config,
             conv_in,
             time_linear_1,
             time_linear_2,
+            time_projections,
             class_embedding,
             down,
             mid,

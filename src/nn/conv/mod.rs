@@ -11,7 +11,7 @@
 mod tiled;
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
-use super::{FeatureMap, WeightPath};
+use super::{ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
 use crate::gpu::{Binding, BlockSize, GpuTensor, KernelSpec, TexelTable, WorkgroupSize};
 use crate::params_layout;
@@ -206,8 +206,8 @@ pub(crate) struct Conv {
 /// Extra terms fused into a convolution's output.
 #[derive(Default)]
 pub(crate) struct ConvExtras {
-    /// Adds `temb[b, c]` (a [B, stride] tensor) to channel c.
-    pub temb: Option<(TensorId, usize)>,
+    /// Adds the time-embedding term of (b, c) to channel c.
+    pub temb: Option<ChannelTerm>,
     /// Output = (residual + conv) / factor.
     pub residual: Option<(TensorId, f32)>,
 }
@@ -394,7 +394,7 @@ impl Conv {
             pad: pad as u32,
             upsample: upsample as u32,
             has_temb: u32::from(extras.temb.is_some()),
-            temb_stride: extras.temb.map_or(0, |(_, stride)| stride as u32),
+            temb_stride: extras.temb.map_or(0, |term| term.stride as u32),
             has_residual: u32::from(extras.residual.is_some()),
             output_scale: extras.residual.map_or(1.0, |(_, factor)| 1.0 / factor),
             texel_row_shift: texels.row_shift(),
@@ -433,7 +433,7 @@ impl Conv {
                 Resource::Tensor(input.id),
                 Resource::Texels(texels.view()),
                 Resource::Weight(self.bias.buffer()),
-                optional(extras.temb.map(|(id, _)| id)),
+                extras.temb.map_or(Resource::Unused, |term| term.resource()),
                 optional(extras.residual.map(|(id, _)| id)),
                 Resource::Tensor(output),
             ],

@@ -265,7 +265,11 @@ fn run(gpu: &Gpu, case: &Case, data: &Data) -> Vec<f32> {
     let temb = graph.input(data.temb.len(), "temb").unwrap();
     let residual = graph.input(data.residual.len(), "residual").unwrap();
     let extras = ConvExtras {
-        temb: case.temb.then_some((temb, TEMB_STRIDE)),
+        temb: case.temb.then_some(crate::nn::ChannelTerm {
+            id: temb,
+            stride: TEMB_STRIDE,
+            offset: 0,
+        }),
         residual: case.residual.map(|factor| (residual, factor)),
     };
     let out = match case.c_second {

@@ -3,6 +3,7 @@
 //! a [K_pad, C_out] matrix of vec4 rows, three tile variants through override constants, a
 //! shape rule that picks one per layer, and split-K with a second, reducing dispatch.
 
+use super::super::ChannelTerm;
 use super::super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use crate::error::Result;
 use crate::gpu::{Binding, ConvTiles, GemmTile, Gpu, GpuTensor, KernelSpec, Tuning, WorkgroupSize};
@@ -236,7 +237,7 @@ pub(super) struct TiledConv<'a> {
     pub stride: usize,
     pub pad: usize,
     pub upsample: bool,
-    pub temb: Option<(TensorId, usize)>,
+    pub temb: Option<ChannelTerm>,
     pub residual: Option<(TensorId, f32)>,
 }
 
@@ -277,7 +278,7 @@ impl TiledConv<'_> {
             pad: self.pad as u32,
             upsample: u32::from(self.upsample),
             has_temb: u32::from(self.temb.is_some()),
-            temb_stride: self.temb.map_or(0, |(_, stride)| stride as u32),
+            temb_stride: self.temb.map_or(0, |term| term.stride as u32),
             has_residual: u32::from(self.residual.is_some()),
             output_scale: self.residual.map_or(1.0, |(_, factor)| 1.0 / factor),
             k_total: k as u32,
@@ -292,7 +293,7 @@ impl TiledConv<'_> {
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
         let epilogue = [
             Resource::Weight(self.bias.buffer()),
-            optional(self.temb.map(|(id, _)| id)),
+            self.temb.map_or(Resource::Unused, |term| term.resource()),
             optional(self.residual.map(|(id, _)| id)),
         ];
         // Split K: the partial sums go to a scratch tensor that the reduction reads.
@@ -319,7 +320,7 @@ impl TiledConv<'_> {
         if plan.split_k > 1 {
             let epilogue = [
                 Resource::Weight(self.bias.buffer()),
-                optional(self.temb.map(|(id, _)| id)),
+                self.temb.map_or(Resource::Unused, |term| term.resource()),
                 optional(self.residual.map(|(id, _)| id)),
             ];
             let mut resources = vec![
