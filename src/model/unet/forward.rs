@@ -4,7 +4,7 @@
 
 use super::Unet;
 use crate::error::{Error, Result};
-use crate::gpu::GpuTensor;
+use crate::gpu::{BlockSize, GpuTensor};
 use crate::nn::FeatureMap;
 use crate::nn::elementwise::{add, affine};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
@@ -49,9 +49,18 @@ impl Unet {
             self.check_inputs(sample, timesteps, class_labels, output)?;
         let mut guard = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         // Rebuild for a new image size, or for a bigger batch unless the device's limits
-        // already cut the batch into chunks.
+        // already cut the batch into chunks. The tiled convolution's split-K factor (so its
+        // order of summation) depends on the batch a graph is built for, so with it a graph
+        // serves only its own batch size (or bigger ones in chunks): the same inputs give the
+        // same bits whatever batch sizes ran before.
+        let batch_exact = self.gpu.tuning().block_size == BlockSize::Tiled;
         let reusable = |c: &Compiled| {
-            (c.height, c.width) == (height, width) && (c.chunk >= batch || c.limited)
+            let batch_fits = if batch_exact {
+                c.chunk == batch || (c.limited && c.chunk < batch)
+            } else {
+                c.chunk >= batch || c.limited
+            };
+            (c.height, c.width) == (height, width) && batch_fits
         };
         let compiled = match guard.take() {
             Some(c) if reusable(&c) => guard.insert(c),
