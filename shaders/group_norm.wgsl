@@ -13,6 +13,9 @@
 //   4 temb    storage read f32 [B, temb_stride]: when scale_shift = 1, y = y * (1 + temb[b, c])
 //             + temb[b, C + c] after the affine map (diffusers' resnet_time_scale_shift)
 //   5 output  storage read_write f32 [B, C, H, W]
+//   6 second  storage read f32 [B, C - first_channels, H, W]: when first_channels < C the input
+//             is the channel concatenation [input, second] (the up blocks' skip concatenation,
+//             read in place on the GPU path instead of by a concat dispatch)
 //
 // Dispatch: (groups, B, 1).
 
@@ -24,7 +27,7 @@ struct NormParams {
     silu: u32,
     scale_shift: u32,
     temb_stride: u32,
-    _pad0: u32,
+    first_channels: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: NormParams;
@@ -33,6 +36,7 @@ struct NormParams {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read> temb: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
+@group(0) @binding(6) var<storage, read> second: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 64u;
 
@@ -52,6 +56,20 @@ fn workgroup_sum(local: u32, value: vec2<f32>) -> vec2<f32> {
     return total;
 }
 
+// The group's elements (channel-major, flat index j) live in `input` from first_at for j <
+// split and in `second` from second_at after: with no concatenation split = the group's size
+// and first_at its offset in `input`, and every read is input[first_at + j].
+var<private> first_at: u32;
+var<private> second_at: u32;
+var<private> split: u32;
+
+fn element(j: u32) -> f32 {
+    if (j < split) {
+        return input[first_at + j];
+    }
+    return second[second_at + j - split];
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn group_norm(
     @builtin(workgroup_id) group: vec3<u32>,
@@ -62,10 +80,15 @@ fn group_norm(
     let channels_per_group = p.channels / p.groups;
     let count = channels_per_group * p.plane;
     let base = (b * p.channels + g * channels_per_group) * p.plane;
-    let first = input[base];
+    let c0 = g * channels_per_group;
+    let first_in_group = min(p.first_channels - min(c0, p.first_channels), channels_per_group);
+    split = first_in_group * p.plane;
+    first_at = (b * p.first_channels + c0) * p.plane;
+    second_at = (b * (p.channels - p.first_channels) + c0 + first_in_group - p.first_channels) * p.plane;
+    let first = element(0u);
     var sums = vec2(0.0);
     for (var j = local; j < count; j += WORKGROUP_SIZE) {
-        let d = input[base + j] - first;
+        let d = element(j) - first;
         sums += vec2(d, d * d);
     }
     let moments = workgroup_sum(local, sums) / f32(count);
@@ -85,7 +108,7 @@ fn group_norm(
         }
         let at = base + k * p.plane;
         for (var j = local; j < p.plane; j += WORKGROUP_SIZE) {
-            var y = (input[at + j] - mean) * scale + shift;
+            var y = (element(k * p.plane + j) - mean) * scale + shift;
             if (p.silu == 1u) {
                 y = y / (1.0 + exp(-y));
             }

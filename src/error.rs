@@ -87,6 +87,17 @@ pub enum Error {
         message: String,
     },
 
+    /// An environment variable this crate reads has a value it does not accept.
+    #[error("environment variable {variable}={value:?}: expected {expected}")]
+    Environment {
+        /// The variable's name.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// The accepted values.
+        expected: &'static str,
+    },
+
     /// A sampler setting is out of range.
     #[error("invalid sampler setting `{setting}`: {message}")]
     InvalidSetting {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{fixture, gpu, rel_l2};
 use diffusion_wgpu::nn::{TensorSource, Weights};
-use diffusion_wgpu::{BlockSize, Gpu, GpuOptions, Tuning, Unet, UnetConfig};
+use diffusion_wgpu::{BlockSize, ConvTiles, GemmTile, Gpu, GpuOptions, Tuning, Unet, UnetConfig};
 
 const TOLERANCE: f64 = 2e-5;
 
@@ -33,23 +33,59 @@ fn forward_matches_diffusers_f64_for_both_key_styles() {
     }
 }
 
-/// The kernel variants and workgroup sizes chosen for GPUs (the small-block convolution, 64
-/// invocations per workgroup), run here on whatever adapter the tests have.
-#[test]
-fn gpu_kernel_variants_match_diffusers_f64() {
+/// The U-Net's output with `tuning` forced on whatever adapter the tests have.
+fn eps_with_tuning(tuning: Tuning) -> f64 {
     let refs = fixture("diffusers/unet_small_forward.safetensors");
     let x = refs["x"].f32();
     let timesteps: Vec<u32> = refs["timesteps"].u32();
-    let tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
     let gpu = Gpu::new(&GpuOptions::default())
         .unwrap()
         .with_tuning(tuning);
-    assert!(tuning.block_size == BlockSize::Small && tuning.block_workgroup_size == 64);
     let unet = Unet::load(std::sync::Arc::new(gpu), model_dir("unet_small")).unwrap();
     let eps = unet.forward(&x, [2, 3, 32, 32], &timesteps, None).unwrap();
-    let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
-    println!("GPU variants: eps vs f64 {error:.2e}");
-    assert!(error < TOLERANCE, "{error:.2e}");
+    rel_l2(&eps, &refs["eps_f64_pure"].data)
+}
+
+/// The kernel variants and workgroup sizes chosen for GPUs (the tiled convolution with its
+/// shape rule, 64 invocations per workgroup), run here on whatever adapter the tests have,
+/// and the small-block convolution that was the GPU default before it.
+#[test]
+fn gpu_kernel_variants_match_diffusers_f64() {
+    let tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    assert!(tuning.block_size == BlockSize::Tiled && tuning.block_workgroup_size == 64);
+    assert_eq!(tuning.conv_tiles, ConvTiles::Auto);
+    let small = Tuning {
+        block_size: BlockSize::Small,
+        ..tuning
+    };
+    for (name, tuning) in [("tiled, shape rule", tuning), ("small blocks", small)] {
+        let error = eps_with_tuning(tuning);
+        println!("GPU variants ({name}): eps vs f64 {error:.2e}");
+        assert!(error < TOLERANCE, "{name}: {error:.2e}");
+    }
+}
+
+/// Every tile of the tiled convolution for every layer, unsplit and with K split 2, 3 and 8
+/// ways (capped per layer at its K steps), against diffusers' f64 forward.
+#[test]
+fn every_tile_and_split_k_factor_matches_diffusers_f64() {
+    let gpu_tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    let mut cases: Vec<(GemmTile, u32)> = GemmTile::ALL.iter().map(|&t| (t, 1)).collect();
+    cases.extend([
+        (GemmTile::M32N32, 2),
+        (GemmTile::M32N32, 3),
+        (GemmTile::M32N64, 8),
+        (GemmTile::M64N64, 3),
+    ]);
+    for (tile, split_k) in cases {
+        let tuning = Tuning {
+            conv_tiles: ConvTiles::Fixed { tile, split_k },
+            ..gpu_tuning
+        };
+        let error = eps_with_tuning(tuning);
+        println!("{tile:?} split-K {split_k}: eps vs f64 {error:.2e}");
+        assert!(error < TOLERANCE, "{tile:?} split-K {split_k}: {error:.2e}");
+    }
 }
 
 #[test]
@@ -164,9 +200,12 @@ fn gpu_with_binding_limit(bytes: u64) -> std::sync::Arc<diffusion_wgpu::Gpu> {
     gpu_with_limits(|limits| limits.max_storage_buffer_binding_size = bytes)
 }
 
-/// A device of our own whose textures are at most `side` texels wide and high.
+/// A device of our own whose textures are at most `side` texels wide and high, with the CPU
+/// kernels (whose convolution weights live in textures; the GPU kernels' are in buffers).
 fn gpu_with_texture_limit(side: u32) -> std::sync::Arc<diffusion_wgpu::Gpu> {
-    gpu_with_limits(|limits| limits.max_texture_dimension_2d = side)
+    let gpu = gpu_with_limits(|limits| limits.max_texture_dimension_2d = side);
+    let gpu = std::sync::Arc::into_inner(gpu).unwrap();
+    std::sync::Arc::new(gpu.with_tuning(Tuning::for_device_type(wgpu::DeviceType::Cpu)))
 }
 
 /// A device of our own with the adapter's limits, changed by `edit`.
@@ -267,4 +306,49 @@ fn a_config_that_does_not_match_the_weights_names_the_tensor() {
         }
         other => panic!("expected a checkpoint error, got {:?}", other.err()),
     }
+}
+
+/// Dispatches per forward: every resnet's time-embedding projection in one stacked linear
+/// (with the two of the time embedding: 3 linear dispatches instead of 13 for unet_small's 11
+/// resnets), on both kernel sets; and the up blocks' skip concatenations read in place by the
+/// GPU kernels (the CPU kernels keep one concat dispatch per up-block resnet).
+#[test]
+fn the_time_projections_take_one_dispatch_and_the_gpu_kernels_no_concat() {
+    let gpu_tuning = Tuning {
+        conv_tiles: ConvTiles::Fixed {
+            tile: GemmTile::M32N32,
+            split_k: 1,
+        },
+        ..Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu)
+    };
+    let cpu_tuning = Tuning::for_device_type(wgpu::DeviceType::Cpu);
+    let mut totals = Vec::new();
+    for (tuning, concats) in [(cpu_tuning, 6), (gpu_tuning, 0)] {
+        let gpu = Gpu::new(&GpuOptions::default())
+            .unwrap()
+            .with_tuning(tuning);
+        let unet = Unet::load(std::sync::Arc::new(gpu), model_dir("unet_small")).unwrap();
+        let profile = unet.profile_forward(1, 32, 32, 1).unwrap();
+        let count = |family: &str| -> usize {
+            profile
+                .families
+                .iter()
+                .filter(|f| f.family == family)
+                .map(|f| f.dispatches)
+                .sum()
+        };
+        assert_eq!(count("linear"), 3, "{:?}", tuning.block_size);
+        assert_eq!(
+            count("elementwise.concat"),
+            concats,
+            "{:?}",
+            tuning.block_size
+        );
+        let total = unet.forward_dispatches(1, 32, 32).unwrap();
+        let profiled: usize = profile.families.iter().map(|f| f.dispatches).sum();
+        assert_eq!(total, profiled);
+        totals.push(total);
+    }
+    // Unsplit, the tiled convolution is one dispatch per layer like the CPU kernels.
+    assert_eq!(totals[1], totals[0] - 6);
 }

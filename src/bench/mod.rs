@@ -95,6 +95,8 @@ pub struct BatchReport {
     pub forward_ms: f64,
     /// GFLOP/s of the forward pass by wall clock.
     pub gflops: f64,
+    /// Kernel dispatches of one forward pass (all chunks, when the batch runs in chunks).
+    pub dispatches: usize,
     /// The timed DDIM run, when one was asked for.
     pub run: Option<RunReport>,
     /// GPU time per kernel family, when asked for.
@@ -194,6 +196,7 @@ pub fn run(
             batch,
             forward_ms: forward_s * 1e3,
             gflops: flops as f64 / forward_s * 1e-9,
+            dispatches: unet.forward_dispatches(batch, size, size)?,
             run,
             profile,
             ceiling,
@@ -310,6 +313,7 @@ impl BenchReport {
                     "batch": b.batch,
                     "forward_ms": b.forward_ms,
                     "gflops": b.gflops,
+                    "dispatches": b.dispatches,
                     "run": b.run.as_ref().map(|r| json!({
                         "steps": r.steps,
                         "seconds": r.seconds,
@@ -367,8 +371,8 @@ impl BenchReport {
         );
         for b in &self.batches {
             out += &format!(
-                "\nbatch {}: forward {:.2} ms, {:.2} GFLOP/s\n",
-                b.batch, b.forward_ms, b.gflops
+                "\nbatch {}: forward {:.2} ms, {:.2} GFLOP/s, {} dispatches\n",
+                b.batch, b.forward_ms, b.gflops, b.dispatches
             );
             if let Some(r) = &b.run {
                 out += &format!(

@@ -23,13 +23,17 @@ pub enum Binding {
 }
 
 /// Where a kernel's workgroup size comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WorkgroupSize {
     /// Fixed in the WGSL source (`@workgroup_size(N)` with a literal or a `const`).
     Fixed,
     /// The adapter's [`crate::Tuning::block_workgroup_size`], passed at pipeline creation to the
     /// `override WORKGROUP_SIZE: u32` the kernel declares (register-blocked kernels).
     PerAdapter,
+    /// Set by these pipeline-overridable constants (name, value), which the shader declares
+    /// and its `@workgroup_size` uses: one shader, several compiled variants (the tiles of the
+    /// tiled convolution). Each variant's spec needs its own name (the kernel cache's key).
+    Overrides(&'static [(&'static str, f64)]),
 }
 
 /// The layout of a kernel's parameter struct on the Rust side (the uniform at binding 0):
@@ -158,6 +162,7 @@ impl Kernel {
                 constants: match spec.workgroup_size {
                     WorkgroupSize::PerAdapter => &workgroup_size,
                     WorkgroupSize::Fixed => &[],
+                    WorkgroupSize::Overrides(constants) => constants,
                 },
                 ..Default::default()
             },

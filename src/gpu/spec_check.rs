@@ -155,6 +155,17 @@ fn check(spec: &KernelSpec) -> Vec<String> {
             if has_override { "declares" } else { "lacks" }
         ));
     }
+    if let WorkgroupSize::Overrides(constants) = spec.workgroup_size {
+        for (name, _) in constants {
+            let declared = module
+                .overrides
+                .iter()
+                .any(|(_, o)| o.name.as_deref() == Some(*name));
+            if !declared {
+                errors.push(format!("the shader lacks `override {name}`"));
+            }
+        }
+    }
     errors
 }
 

@@ -16,6 +16,9 @@ pub(crate) struct TensorId(usize);
 pub(crate) enum Resource<'a> {
     /// A tensor of the graph.
     Tensor(TensorId),
+    /// A tensor of the graph from this byte offset on (a multiple of the device's
+    /// `min_storage_buffer_offset_alignment`).
+    TensorAt(TensorId, u64),
     /// A weight buffer (uploaded once at load).
     Weight(&'a wgpu::Buffer),
     /// A weight table held in a texture.
@@ -42,6 +45,7 @@ struct PendingOp {
 
 enum PendingBinding {
     Tensor(TensorId),
+    TensorAt(TensorId, u64),
     Weight(wgpu::Buffer),
     Texels(wgpu::TextureView),
     Unused,
@@ -161,11 +165,16 @@ impl<'g> GraphBuilder<'g> {
         let bindings = resources
             .iter()
             .map(|resource| match resource {
-                Resource::Tensor(id) => {
+                Resource::Tensor(id) | Resource::TensorAt(id, _) => {
                     let info = &mut self.tensors[id.0];
                     info.first_use = info.first_use.min(index);
                     info.last_use = info.last_use.max(index);
-                    PendingBinding::Tensor(*id)
+                    match resource {
+                        Resource::TensorAt(_, offset) if *offset > 0 => {
+                            PendingBinding::TensorAt(*id, *offset)
+                        }
+                        _ => PendingBinding::Tensor(*id),
+                    }
                 }
                 Resource::Weight(buffer) => PendingBinding::Weight((*buffer).clone()),
                 Resource::Texels(view) => PendingBinding::Texels((*view).clone()),
@@ -197,6 +206,14 @@ impl<'g> GraphBuilder<'g> {
     /// The device's kernel shapes.
     pub fn tuning(&self) -> crate::gpu::Tuning {
         self.gpu.tuning()
+    }
+
+    /// The largest storage binding the device allows, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let limits = self.gpu.limits();
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
     }
 
     /// The device's workgroup size for register-blocked kernels.
@@ -242,6 +259,13 @@ impl<'g> GraphBuilder<'g> {
                 let mut resources = vec![uniform.as_entire_binding()];
                 resources.extend(op.bindings.iter().map(|binding| match binding {
                     PendingBinding::Tensor(id) => buffers[slots[id.0]].as_entire_binding(),
+                    PendingBinding::TensorAt(id, offset) => {
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &buffers[slots[id.0]],
+                            offset: *offset,
+                            size: None,
+                        })
+                    }
                     PendingBinding::Weight(buffer) => buffer.as_entire_binding(),
                     PendingBinding::Texels(view) => wgpu::BindingResource::TextureView(view),
                     PendingBinding::Unused => unused.as_entire_binding(),

@@ -5,7 +5,7 @@
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use super::{Activation, WeightPath};
 use crate::error::Result;
-use crate::gpu::{Binding, GpuTensor, KernelSpec, WorkgroupSize};
+use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec, WorkgroupSize};
 use crate::params_layout;
 
 static LINEAR: KernelSpec = KernelSpec {
@@ -135,6 +135,53 @@ impl Linear {
     }
 
     /// Output features.
+    /// The rows of `layers` (all of the same input size) stacked into one layer whose output
+    /// holds every layer's output, and where each layer's rows start: at multiples of `align`
+    /// rows, the rows between zero. Built on the GPU from the layers' buffers.
+    pub fn stack(
+        gpu: &Gpu,
+        layers: &[&Linear],
+        align: usize,
+        name: &str,
+    ) -> Result<(Self, Vec<usize>)> {
+        let in_features = layers.first().map_or(0, |l| l.in_features);
+        let mut offsets = Vec::with_capacity(layers.len());
+        let mut rows = 0;
+        for layer in layers {
+            debug_assert_eq!(layer.in_features, in_features);
+            offsets.push(rows);
+            rows += layer.out_features.next_multiple_of(align.max(1));
+        }
+        let weight = GpuTensor::zeros(gpu, &[rows, in_features], name)?;
+        let bias = GpuTensor::zeros(gpu, &[rows], name)?;
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        for (layer, &offset) in layers.iter().zip(&offsets) {
+            let row_bytes = (in_features * 4) as u64;
+            encoder.copy_buffer_to_buffer(
+                layer.weight.buffer(),
+                0,
+                weight.buffer(),
+                offset as u64 * row_bytes,
+                layer.out_features as u64 * row_bytes,
+            );
+            encoder.copy_buffer_to_buffer(
+                layer.bias.buffer(),
+                0,
+                bias.buffer(),
+                offset as u64 * 4,
+                layer.out_features as u64 * 4,
+            );
+        }
+        gpu.queue().submit([encoder.finish()]);
+        let stacked = Self {
+            weight,
+            bias,
+            in_features,
+            out_features: rows,
+        };
+        Ok((stacked, offsets))
+    }
+
     pub fn out_features(&self) -> usize {
         self.out_features
     }

@@ -2,8 +2,8 @@
 //! self-attention (unless `add_attention` is off), a resnet.
 
 use super::attention::{AttentionBlock, AttentionOptions};
-use super::graph::{GraphBuilder, TensorId};
-use super::resnet::{Resnet, ResnetOptions};
+use super::graph::GraphBuilder;
+use super::resnet::{Resnet, ResnetOptions, TimeInputs};
 use super::{FeatureMap, WeightPath};
 use crate::error::Result;
 
@@ -41,17 +41,22 @@ impl MidBlock {
         })
     }
 
-    /// Records the block on `h`, with the time embedding `emb` when its resnets have one.
+    /// The block's resnets.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut Resnet> {
+        [&mut self.first, &mut self.second].into_iter()
+    }
+
+    /// Records the block on `h`, with the time embedding when its resnets have one.
     pub fn record(
         &self,
         graph: &mut GraphBuilder<'_>,
         h: FeatureMap,
-        emb: Option<TensorId>,
+        time: Option<TimeInputs>,
     ) -> Result<FeatureMap> {
-        let mut h = self.first.record(graph, h, emb)?;
+        let mut h = self.first.record(graph, h, time)?;
         if let Some(attention) = &self.attention {
             h = attention.record(graph, h)?;
         }
-        self.second.record(graph, h, emb)
+        self.second.record(graph, h, time)
     }
 }

@@ -81,6 +81,26 @@ pub(crate) enum Activation {
     Gelu = 3,
 }
 
+/// A per-(batch item, channel) term: channel c of item b is `tensor[b * stride + offset + c]`
+/// (a time-embedding projection; `offset` lets many layers share one stacked projection, and
+/// is a multiple of the device's storage-binding offset alignment, as it is bound there).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelTerm {
+    /// The [B, stride] tensor.
+    pub id: graph::TensorId,
+    /// Values per batch item.
+    pub stride: usize,
+    /// Values before channel 0 in each row.
+    pub offset: usize,
+}
+
+impl ChannelTerm {
+    /// The binding that starts at channel 0 of batch item 0.
+    pub fn resource<'a>(&self) -> graph::Resource<'a> {
+        graph::Resource::TensorAt(self.id, self.offset as u64 * 4)
+    }
+}
+
 /// A graph tensor of shape [batch, channels, height, width].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FeatureMap {

@@ -2,8 +2,8 @@
 //! an optional FiLM-style scale/shift from the time embedding and an optional SiLU, one
 //! workgroup per (group, batch item).
 
-use super::graph::{GraphBuilder, Resource, TensorId};
-use super::{Activation, FeatureMap, WeightPath};
+use super::graph::{GraphBuilder, Resource};
+use super::{Activation, ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuTensor, KernelSpec, WorkgroupSize};
 use crate::params_layout;
@@ -19,6 +19,7 @@ static GROUP_NORM: KernelSpec = KernelSpec {
         Binding::StorageRead,
         Binding::StorageRead,
         Binding::StorageReadWrite,
+        Binding::StorageRead,
     ],
     params: Some(&PARAMS_LAYOUT),
     workgroup_size: WorkgroupSize::Fixed,
@@ -40,7 +41,8 @@ struct NormParams {
     silu: u32,
     scale_shift: u32,
     temb_stride: u32,
-    _pad0: u32,
+    /// Channels read from the first input; the rest come from the second.
+    first_channels: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(NormParams {
@@ -51,7 +53,7 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(NormParams {
     silu,
     scale_shift,
     temb_stride,
-    _pad0,
+    first_channels,
 });
 
 /// `nn.GroupNorm` with affine weights.
@@ -66,9 +68,9 @@ pub(crate) struct GroupNorm {
 /// What a [`GroupNorm`] applies after normalising.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NormOutput {
-    /// `y * (1 + scale) + shift` with `scale, shift` the halves of this [B, 2C] tensor
-    /// (diffusers' `resnet_time_scale_shift = "scale_shift"`).
-    pub scale_shift: Option<TensorId>,
+    /// `y * (1 + scale) + shift` with `scale, shift` the 2C channels of this term (diffusers'
+    /// `resnet_time_scale_shift = "scale_shift"`).
+    pub scale_shift: Option<ChannelTerm>,
     /// Then this activation.
     pub activation: Activation,
 }
@@ -110,6 +112,33 @@ impl GroupNorm {
         output: NormOutput,
         name: &str,
     ) -> Result<FeatureMap> {
+        self.record_inputs(graph, input, None, output, name)
+    }
+
+    /// Records the norm of the channel concatenation `[first, second]`, read in place.
+    pub fn record_concat(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: FeatureMap,
+        output: NormOutput,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        self.record_inputs(graph, first, Some(second), output, name)
+    }
+
+    fn record_inputs(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: Option<FeatureMap>,
+        output: NormOutput,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        let input = FeatureMap {
+            channels: first.channels + second.map_or(0, |s| s.channels),
+            ..first
+        };
         let result = graph.tensor(input.len(), name)?;
         let params = NormParams {
             channels: self.channels as u32,
@@ -118,8 +147,8 @@ impl GroupNorm {
             eps: self.eps,
             silu: output.activation as u32,
             scale_shift: u32::from(output.scale_shift.is_some()),
-            temb_stride: 2 * self.channels as u32,
-            _pad0: 0,
+            temb_stride: output.scale_shift.map_or(0, |term| term.stride as u32),
+            first_channels: first.channels as u32,
         };
         graph.dispatch(
             &GROUP_NORM,
@@ -130,8 +159,9 @@ impl GroupNorm {
                 Resource::Weight(self.beta.buffer()),
                 output
                     .scale_shift
-                    .map_or(Resource::Unused, Resource::Tensor),
+                    .map_or(Resource::Unused, |term| term.resource()),
                 Resource::Tensor(result),
+                second.map_or(Resource::Unused, |s| Resource::Tensor(s.id)),
             ],
             [self.groups as u32, input.batch as u32, 1],
             None,

@@ -3,10 +3,11 @@
 //! count changes.
 
 use super::conv::{Conv, ConvExtras, Sampling};
+use super::elementwise::concat;
 use super::graph::{GraphBuilder, TensorId};
 use super::linear::{Linear, LinearActivations};
 use super::norm::{GroupNorm, NormOutput};
-use super::{Activation, FeatureMap, WeightPath};
+use super::{Activation, ChannelTerm, FeatureMap, WeightPath};
 use crate::error::{Error, Result};
 
 /// How a ResNet block applies the time embedding (diffusers' `resnet_time_scale_shift`).
@@ -35,8 +36,21 @@ pub(crate) struct ResnetOptions {
     pub output_scale_factor: f64,
 }
 
+/// The time embedding as the resnets of a forward pass read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeInputs {
+    /// The [B, temb_channels] embedding, which a resnet projects itself (SiLU, then its
+    /// `time_emb_proj`) when `projections` is `None` or has no rows for it.
+    pub emb: TensorId,
+    /// Every resnet's projection of the embedding, computed by one stacked linear (see
+    /// [`Resnet::set_projection_offset`]): the tensor and its values per batch item.
+    pub projections: Option<(TensorId, usize)>,
+}
+
 /// `ResnetBlock2D`.
 pub(crate) struct Resnet {
+    /// Where this block's rows start in the stacked time projections, once stacked.
+    projection_offset: Option<usize>,
     norm1: GroupNorm,
     conv1: Conv,
     time_emb_proj: Option<Linear>,
@@ -60,8 +74,8 @@ impl Resnet {
         GroupNorm::check(&format!("{module}.norm2"), c_out, groups)
     }
 
-    /// Loads `norm1`, `conv1`, `time_emb_proj` (with a time embedding), `norm2`, `conv2` and,
-    /// when the channels change, `conv_shortcut` under `path`.
+    /// Loads `norm1`, `conv1`, `time_emb_proj`, `norm2`, `conv2` and, when the channels
+    /// change, `conv_shortcut` under `path`.
     pub fn load(
         path: &mut WeightPath<'_>,
         c_in: usize,
@@ -74,6 +88,7 @@ impl Resnet {
             TimeScaleShift::ScaleShift => 2 * c_out,
         };
         Ok(Self {
+            projection_offset: None,
             norm1: GroupNorm::load(&mut path.pp("norm1"), c_in, groups, eps)?,
             conv1: Conv::load(&mut path.pp("conv1"), c_in, c_out, 3, Sampling::Same)?,
             time_emb_proj: match options.temb_channels {
@@ -97,39 +112,98 @@ impl Resnet {
         })
     }
 
-    /// Records the block on `input`, with `emb` the [B, temb_channels] time embedding (`None`
-    /// for a block without one).
+    /// The block's time-embedding projection, if it has a time embedding.
+    pub fn time_emb_proj(&self) -> Option<&Linear> {
+        self.time_emb_proj.as_ref()
+    }
+
+    /// Makes the block read its time-embedding projection from rows `offset..` of the stacked
+    /// projections ([`TimeInputs::projections`]) instead of recording its own.
+    pub fn set_projection_offset(&mut self, offset: usize) {
+        self.projection_offset = Some(offset);
+    }
+
+    /// Records the block on `input`, with `time` the time embedding (`None` for a block
+    /// without one).
     pub fn record(
         &self,
         graph: &mut GraphBuilder<'_>,
         input: FeatureMap,
-        emb: Option<TensorId>,
+        time: Option<TimeInputs>,
+    ) -> Result<FeatureMap> {
+        self.record_inputs(graph, input, None, time)
+    }
+
+    /// Records the block on the channel concatenation `[first, second]` (an up block's hidden
+    /// state and skip). With the tiled convolution and a `conv_shortcut`, every reader of the
+    /// concatenation (norm1 and the shortcut) reads both tensors in place and no concat
+    /// dispatch runs; otherwise the concatenation is materialised first.
+    pub fn record_concat(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: FeatureMap,
+        time: Option<TimeInputs>,
+    ) -> Result<FeatureMap> {
+        let in_place = self
+            .conv_shortcut
+            .as_ref()
+            .is_some_and(|conv| conv.reads_concat_in_place());
+        if in_place {
+            self.record_inputs(graph, first, Some(second), time)
+        } else {
+            let input = concat(graph, first, second, "skip concatenation")?;
+            self.record_inputs(graph, input, None, time)
+        }
+    }
+
+    fn record_inputs(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        input: FeatureMap,
+        second: Option<FeatureMap>,
+        time: Option<TimeInputs>,
     ) -> Result<FeatureMap> {
         let silu = NormOutput {
             scale_shift: None,
             activation: Activation::Silu,
         };
-        let h = self.norm1.record(graph, input, silu, "resnet norm1")?;
+        let h = match second {
+            Some(second) => self
+                .norm1
+                .record_concat(graph, input, second, silu, "resnet norm1")?,
+            None => self.norm1.record(graph, input, silu, "resnet norm1")?,
+        };
         let silu_input = LinearActivations {
             input: Activation::Silu,
             output: Activation::Identity,
         };
-        let temb = match (&self.time_emb_proj, emb) {
-            (Some(proj), Some(emb)) => Some((
-                proj.record(graph, input.batch, emb, silu_input, "resnet time_emb_proj")?,
-                proj.out_features(),
-            )),
+        let temb = match (&self.time_emb_proj, time) {
+            (Some(proj), Some(time)) => Some(match (time.projections, self.projection_offset) {
+                (Some((id, stride)), Some(offset)) => ChannelTerm { id, stride, offset },
+                _ => ChannelTerm {
+                    id: proj.record(
+                        graph,
+                        input.batch,
+                        time.emb,
+                        silu_input,
+                        "resnet time_emb_proj",
+                    )?,
+                    stride: proj.out_features(),
+                    offset: 0,
+                },
+            }),
             (None, None) => None,
-            _ => {
+            (_, time) => {
                 return Err(Error::Shape {
                     tensor: "time embedding".into(),
                     expected: "one exactly when the block has a time_emb_proj".into(),
-                    found: if emb.is_some() { "one" } else { "none" }.to_string(),
+                    found: if time.is_some() { "one" } else { "none" }.to_string(),
                 });
             }
         };
         let h = match (self.time_scale_shift, temb) {
-            (TimeScaleShift::ScaleShift, Some((temb, _))) => {
+            (TimeScaleShift::ScaleShift, Some(temb)) => {
                 let h = self
                     .conv1
                     .record(graph, h, ConvExtras::default(), "resnet conv1")?;
@@ -148,11 +222,19 @@ impl Resnet {
                 self.norm2.record(graph, h, silu, "resnet norm2")?
             }
         };
-        let shortcut = match &self.conv_shortcut {
-            Some(conv) => {
+        let shortcut = match (&self.conv_shortcut, second) {
+            (Some(conv), Some(second)) => conv.record_concat(
+                graph,
+                input,
+                second,
+                ConvExtras::default(),
+                "resnet conv_shortcut",
+            )?,
+            (Some(conv), None) => {
                 conv.record(graph, input, ConvExtras::default(), "resnet conv_shortcut")?
             }
-            None => input,
+            // `record_concat` materialises the concatenation for blocks without a shortcut.
+            (None, _) => input,
         };
         let extras = ConvExtras {
             temb: None,

@@ -245,7 +245,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "RUNS")]
     pub soak: Option<usize>,
     /// Override the adapter's block size of the register-blocked kernels (CPU adapters use
-    /// large blocks, GPUs small).
+    /// large blocks, GPUs tiled convolutions).
     #[arg(long, value_enum)]
     pub block_size: Option<BlockChoice>,
 }
@@ -257,6 +257,8 @@ pub enum BlockChoice {
     Large,
     /// Few outputs per invocation (the convolution: 4 channels x 4 pixels).
     Small,
+    /// Tiled implicit-GEMM convolutions (the GPU default).
+    Tiled,
 }
 
 impl SamplingArgs {

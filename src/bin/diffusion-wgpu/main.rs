@@ -52,6 +52,7 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
         let block_size = match choice {
             BlockChoice::Large => BlockSize::Large,
             BlockChoice::Small => BlockSize::Small,
+            BlockChoice::Tiled => BlockSize::Tiled,
         };
         let tuning = Tuning {
             block_size,

@@ -7,11 +7,10 @@ use super::config::UnetConfig;
 use crate::error::{Error, Result};
 use crate::nn::attention::{AttentionBlock, AttentionOptions};
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
-use crate::nn::elementwise::concat;
-use crate::nn::graph::{GraphBuilder, TensorId};
+use crate::nn::graph::GraphBuilder;
 use crate::nn::mid_block::MidBlock;
 use crate::nn::norm::GroupNorm;
-use crate::nn::resnet::{Resnet, ResnetOptions};
+use crate::nn::resnet::{Resnet, ResnetOptions, TimeInputs};
 use crate::nn::{FeatureMap, TimeScaleShift, WeightPath};
 
 /// A configuration error: the key to blame and the message.
@@ -274,6 +273,11 @@ pub(super) struct DownBlock {
 }
 
 impl DownBlock {
+    /// The block's resnets.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut Resnet> {
+        self.resnets.iter_mut()
+    }
+
     /// Loads the block laid out as `layout` from `path` (`down_blocks.i`).
     pub fn load(
         path: &mut WeightPath<'_>,
@@ -314,11 +318,11 @@ impl DownBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         mut h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
         for (j, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.record(graph, h, Some(emb))?;
+            h = resnet.record(graph, h, Some(time))?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }
@@ -360,6 +364,11 @@ pub(super) struct UpBlock {
 }
 
 impl UpBlock {
+    /// The block's resnets.
+    pub fn resnets_mut(&mut self) -> impl Iterator<Item = &mut Resnet> {
+        self.resnets.iter_mut()
+    }
+
     /// Loads the block laid out as `layout` from `path` (`up_blocks.i`).
     pub fn load(
         path: &mut WeightPath<'_>,
@@ -395,7 +404,7 @@ impl UpBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         mut h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
         for (j, resnet) in self.resnets.iter().enumerate() {
@@ -404,8 +413,7 @@ impl UpBlock {
                 key: "up_block_types".into(),
                 message: "more up-block resnets than skip connections".into(),
             })?;
-            h = concat(graph, h, skip, "skip concatenation")?;
-            h = resnet.record(graph, h, Some(emb))?;
+            h = resnet.record_concat(graph, h, skip, Some(time))?;
             if let Some(attention) = self.attentions.get(j) {
                 h = attention.record(graph, h)?;
             }

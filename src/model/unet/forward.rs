@@ -4,16 +4,20 @@
 
 use super::Unet;
 use crate::error::{Error, Result};
+use crate::gpu::BlockSize;
 use crate::gpu::GpuTensor;
 use crate::nn::elementwise::{add, affine};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
+use crate::nn::linear::LinearActivations;
 use crate::nn::norm::NormOutput;
+use crate::nn::resnet::TimeInputs;
 use crate::nn::{Activation, conv::ConvExtras};
 use crate::nn::{FeatureMap, timestep_embedding};
 
 /// The forward pass built for one chunk size and image size, with its graph inputs.
 pub(super) struct Compiled {
-    chunk: usize,
+    /// Images per chunk.
+    pub chunk: usize,
     /// Whether the device's limits cut the batch into chunks of `chunk`.
     limited: bool,
     height: usize,
@@ -46,9 +50,18 @@ impl Unet {
             self.check_inputs(sample, timesteps, class_labels, output)?;
         let mut guard = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         // Rebuild for a new image size, or for a bigger batch unless the device's limits
-        // already cut the batch into chunks.
+        // already cut the batch into chunks. The tiled convolution's split-K factor (so its
+        // order of summation) depends on the batch a graph is built for, so with it a graph
+        // serves only its own batch size (or bigger ones in chunks): the same inputs give the
+        // same bits whatever batch sizes ran before.
+        let batch_exact = self.gpu.tuning().block_size == BlockSize::Tiled;
         let reusable = |c: &Compiled| {
-            (c.height, c.width) == (height, width) && (c.chunk >= batch || c.limited)
+            let batch_fits = if batch_exact {
+                c.chunk == batch || (c.limited && c.chunk < batch)
+            } else {
+                c.chunk >= batch || c.limited
+            };
+            (c.height, c.width) == (height, width) && batch_fits
         };
         let compiled = match guard.take() {
             Some(c) if reusable(&c) => guard.insert(c),
@@ -244,21 +257,35 @@ impl Unet {
             None => None,
         };
 
+        let projections = match &self.time_projections {
+            Some(stacked) => {
+                let silu_input = LinearActivations {
+                    input: Activation::Silu,
+                    output: Activation::Identity,
+                };
+                let all =
+                    stacked.record(&mut g, b, emb, silu_input, "time_emb_proj (all resnets)")?;
+                Some((all, stacked.out_features()))
+            }
+            None => None,
+        };
+        let time = TimeInputs { emb, projections };
+
         let mut h = self
             .conv_in
             .record(&mut g, x, ConvExtras::default(), "conv_in")?;
         keep(&mut g, "conv_in".into(), h.shape(), h.id);
         let mut skips = vec![h];
         for (i, block) in self.down.iter().enumerate() {
-            h = block.record(&mut g, h, emb, &mut skips)?;
+            h = block.record(&mut g, h, time, &mut skips)?;
             keep(&mut g, format!("down_blocks.{i}"), h.shape(), h.id);
         }
         if let Some(mid) = &self.mid {
-            h = mid.record(&mut g, h, Some(emb))?;
+            h = mid.record(&mut g, h, Some(time))?;
             keep(&mut g, "mid_block".into(), h.shape(), h.id);
         }
         for (i, block) in self.up.iter().enumerate() {
-            h = block.record(&mut g, h, emb, &mut skips)?;
+            h = block.record(&mut g, h, time, &mut skips)?;
             keep(&mut g, format!("up_blocks.{i}"), h.shape(), h.id);
         }
         let silu = NormOutput {

@@ -26,10 +26,10 @@ use super::{Conditioning, NoiseModel};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
 use crate::nn::conv::{Conv, Sampling};
-use crate::nn::linear::TimestepEmbedding;
+use crate::nn::linear::{Linear, TimestepEmbedding};
 use crate::nn::mid_block::MidBlock;
 use crate::nn::norm::GroupNorm;
-use crate::nn::resnet::ResnetOptions;
+use crate::nn::resnet::{Resnet, ResnetOptions};
 use crate::nn::{TensorSource, WeightPath, Weights};
 
 /// An intermediate result of the forward pass, named like the diffusers submodule that
@@ -50,6 +50,8 @@ pub struct Unet {
     config: UnetConfig,
     conv_in: Conv,
     time_embedding: TimestepEmbedding,
+    /// Every resnet's `time_emb_proj`, stacked (`None` without resnets).
+    time_projections: Option<Linear>,
     class_embedding: Option<GpuTensor>,
     down: Vec<DownBlock>,
     mid: Option<MidBlock>,
@@ -107,7 +109,7 @@ impl Unet {
             ),
             None => None,
         };
-        let down = layout
+        let mut down = layout
             .down
             .iter()
             .enumerate()
@@ -115,11 +117,11 @@ impl Unet {
                 DownBlock::load(&mut root.pp(format!("down_blocks.{i}")), block, &options)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mid = match &layout.mid {
+        let mut mid = match &layout.mid {
             Some(block) => Some(load_mid_block(&mut root.pp("mid_block"), block, &options)?),
             None => None,
         };
-        let up = layout
+        let mut up = layout
             .up
             .iter()
             .enumerate()
@@ -137,11 +139,37 @@ impl Unet {
             3,
             Sampling::Same,
         )?;
+        // Every resnet projects the same SiLU(emb): one stacked linear does all of them in one
+        // dispatch, each resnet's rows starting at a binding-aligned offset of its output.
+        let mut resnets: Vec<&mut Resnet> = down
+            .iter_mut()
+            .flat_map(DownBlock::resnets_mut)
+            .chain(mid.iter_mut().flat_map(MidBlock::resnets_mut))
+            .chain(up.iter_mut().flat_map(UpBlock::resnets_mut))
+            .collect();
+        let layers: Option<Vec<&Linear>> = resnets.iter().map(|r| r.time_emb_proj()).collect();
+        let time_projections = if let Some(layers) = layers.filter(|l| !l.is_empty()) {
+            let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+            // A stack over the device's binding limit: each resnet keeps its own dispatch.
+            match Linear::stack(&gpu, &layers, align, "time_emb_proj (all resnets)") {
+                Ok((stacked, offsets)) => {
+                    for (resnet, offset) in resnets.iter_mut().zip(offsets) {
+                        resnet.set_projection_offset(offset);
+                    }
+                    Some(stacked)
+                }
+                Err(Error::TooLarge { .. }) => None,
+                Err(other) => return Err(other),
+            }
+        } else {
+            None
+        };
         Ok(Self {
             gpu,
             config,
             conv_in,
             time_embedding,
+            time_projections,
             class_embedding,
             down,
             mid,

@@ -12,6 +12,13 @@ impl Unet {
         Ok(self.build(batch, height, width, false)?.graph.flops())
     }
 
+    /// Kernel dispatches of one forward pass over `batch` images of `height` x `width` (all
+    /// chunks, when the batch is over the device's limits and runs in chunks).
+    pub fn forward_dispatches(&self, batch: usize, height: usize, width: usize) -> Result<usize> {
+        let compiled = self.compile(batch, height, width)?;
+        Ok(compiled.graph.len() * batch.div_ceil(compiled.chunk.max(1)))
+    }
+
     /// Times every dispatch of a forward pass over `batch` random images of `height` x
     /// `width`, `repeats` times, and sums the median times per kernel family.
     pub fn profile_forward(

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
 use crate::nn::elementwise::concat;
 use crate::nn::graph::{GraphBuilder, TensorId};
-use crate::nn::resnet::{Resnet, ResnetOptions};
+use crate::nn::resnet::{Resnet, ResnetOptions, TimeInputs};
 use crate::nn::transformer::{Context, Transformer2D, TransformerOptions};
 use crate::nn::{FeatureMap, WeightPath};
 
@@ -55,7 +55,14 @@ impl Layers {
         emb: TensorId,
         context: Context,
     ) -> Result<FeatureMap> {
-        let h = self.resnets[j].record(graph, h, Some(emb))?;
+        let h = self.resnets[j].record(
+            graph,
+            h,
+            Some(TimeInputs {
+                emb,
+                projections: None,
+            }),
+        )?;
         match self.transformers.get(j) {
             Some(transformer) => transformer.record(graph, h, context),
             None => Ok(h),
@@ -123,9 +130,23 @@ impl MidBlock {
         emb: TensorId,
         context: Context,
     ) -> Result<FeatureMap> {
-        let h = self.first.record(graph, h, Some(emb))?;
+        let h = self.first.record(
+            graph,
+            h,
+            Some(TimeInputs {
+                emb,
+                projections: None,
+            }),
+        )?;
         let h = self.transformer.record(graph, h, context)?;
-        self.second.record(graph, h, Some(emb))
+        self.second.record(
+            graph,
+            h,
+            Some(TimeInputs {
+                emb,
+                projections: None,
+            }),
+        )
     }
 }
 

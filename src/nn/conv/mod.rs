@@ -4,9 +4,14 @@
 //!
 //! Weights live in a [`TexelTable`] in the order the shader reads them (see [`conv_texels`]).
 //! The attention's q/k/v and output projections run on this kernel as 1x1 convolutions.
+//!
+//! With [`BlockSize::Tiled`] (the GPU default) every convolution runs instead as a tiled
+//! implicit GEMM ([`tiled`], shaders/conv2d_tiled.wgsl), its weights prepacked at load.
+
+mod tiled;
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
-use super::{FeatureMap, WeightPath};
+use super::{ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
 use crate::gpu::{Binding, BlockSize, GpuTensor, KernelSpec, TexelTable, WorkgroupSize};
 use crate::params_layout;
@@ -22,7 +27,7 @@ const BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,
 ];
 
-const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
+const SOURCE: &str = include_str!("../../../shaders/conv2d.wgsl");
 
 /// `conv2d`: a register block of [`BLOCK_C`] channels x 4 rows x 4 columns per invocation, a
 /// workgroup `block_workgroup_size` pixel blocks of one channel block ([`BlockSize::Large`]).
@@ -47,7 +52,14 @@ static CONV2D_SMALL: KernelSpec = KernelSpec {
 
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&CONV2D, &CONV2D_SMALL];
+pub(crate) static SPECS: &[&KernelSpec] = &[
+    &CONV2D,
+    &CONV2D_SMALL,
+    tiled::SPECS[0],
+    tiled::SPECS[1],
+    tiled::SPECS[2],
+    tiled::SPECS[3],
+];
 
 /// Output channels per invocation of `conv2d` (shaders/conv2d.wgsl's BLOCK_C), and the block
 /// size of the weight layout both variants read.
@@ -147,10 +159,43 @@ pub(crate) enum Sampling {
     Up,
 }
 
+/// A convolution's weights, in the layout of the kernel the device's [`Tuning`] picks.
+///
+/// [`Tuning`]: crate::gpu::Tuning
+enum ConvWeights {
+    /// conv2d.wgsl's order (see [`conv_texels`]).
+    Texels(TexelTable),
+    /// conv2d_tiled.wgsl's GEMM matrix (see [`tiled::PackedWeights`]).
+    Packed(tiled::PackedWeights),
+}
+
+impl ConvWeights {
+    /// `weight` [c_out, c_in, taps] for the device's kernel.
+    fn upload(
+        path: &WeightPath<'_>,
+        weight: &[f32],
+        [c_out, c_in, taps]: [usize; 3],
+        name: &str,
+    ) -> Result<Self> {
+        let gpu = path.gpu();
+        Ok(match gpu.tuning().block_size {
+            BlockSize::Tiled => Self::Packed(tiled::PackedWeights::upload(
+                gpu,
+                weight,
+                c_out,
+                c_in * taps,
+                name,
+            )?),
+            BlockSize::Large | BlockSize::Small => {
+                Self::Texels(conv_texels(path, weight, [c_out, c_in, taps], name)?)
+            }
+        })
+    }
+}
+
 /// A 2-D convolution with bias (`nn.Conv2d`).
 pub(crate) struct Conv {
-    /// The weights in conv2d.wgsl's order (see [`conv_texels`]).
-    weight: TexelTable,
+    weight: ConvWeights,
     bias: GpuTensor,
     c_in: usize,
     c_out: usize,
@@ -161,8 +206,8 @@ pub(crate) struct Conv {
 /// Extra terms fused into a convolution's output.
 #[derive(Default)]
 pub(crate) struct ConvExtras {
-    /// Adds `temb[b, c]` (a [B, stride] tensor) to channel c.
-    pub temb: Option<(TensorId, usize)>,
+    /// Adds the time-embedding term of (b, c) to channel c.
+    pub temb: Option<ChannelTerm>,
     /// Output = (residual + conv) / factor.
     pub residual: Option<(TensorId, f32)>,
 }
@@ -179,7 +224,7 @@ impl Conv {
         let name = path.name("weight");
         let weight = path.take("weight", &[c_out, c_in, kernel, kernel])?;
         Ok(Self {
-            weight: conv_texels(path, &weight, [c_out, c_in, kernel * kernel], &name)?,
+            weight: ConvWeights::upload(path, &weight, [c_out, c_in, kernel * kernel], &name)?,
             bias: path.upload("bias", &[c_out])?,
             c_in,
             c_out,
@@ -226,7 +271,7 @@ impl Conv {
     ) -> Result<Self> {
         let c_out = bias.len();
         Ok(Self {
-            weight: conv_texels(path, weight, [c_out, c_in, 1], label)?,
+            weight: ConvWeights::upload(path, weight, [c_out, c_in, 1], label)?,
             bias: GpuTensor::from_slice(path.gpu(), &[c_out], bias, label)?,
             c_in,
             c_out,
@@ -240,6 +285,44 @@ impl Conv {
         &self,
         graph: &mut GraphBuilder<'_>,
         input: FeatureMap,
+        extras: ConvExtras,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        self.record_inputs(graph, input, None, extras, name)
+    }
+
+    /// Records the convolution of the channel concatenation `[first, second]`
+    /// (`torch.cat(dim=1)`): the tiled kernel reads both tensors in its gather; the others
+    /// get the concatenation from a concat dispatch first.
+    pub fn record_concat(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: FeatureMap,
+        extras: ConvExtras,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        match self.weight {
+            ConvWeights::Packed(_) => self.record_inputs(graph, first, Some(second), extras, name),
+            ConvWeights::Texels(_) => {
+                let input = super::elementwise::concat(graph, first, second, name)?;
+                self.record_inputs(graph, input, None, extras, name)
+            }
+        }
+    }
+
+    /// Whether [`Conv::record_concat`] reads both inputs in place (no concat dispatch).
+    pub fn reads_concat_in_place(&self) -> bool {
+        matches!(self.weight, ConvWeights::Packed(_))
+    }
+
+    /// Records the convolution of `input` (tiled kernel: with `second`'s channels after its
+    /// own).
+    fn record_inputs(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        input: FeatureMap,
+        second: Option<FeatureMap>,
         extras: ConvExtras,
         name: &str,
     ) -> Result<FeatureMap> {
@@ -268,6 +351,36 @@ impl Conv {
             ),
         };
         let output = graph.tensor(batch * self.c_out * height * width, name)?;
+        let output_map = FeatureMap {
+            id: output,
+            channels: self.c_out,
+            height,
+            width,
+            batch,
+        };
+        let texels = match &self.weight {
+            ConvWeights::Texels(texels) => texels,
+            ConvWeights::Packed(weights) => {
+                let tiled = tiled::TiledConv {
+                    weights,
+                    bias: &self.bias,
+                    batch,
+                    c_in: self.c_in,
+                    c_first: input.channels,
+                    in_size: (input.height, input.width),
+                    c_out: self.c_out,
+                    out_size: (height, width),
+                    kernel: self.kernel,
+                    stride: stride as usize,
+                    pad,
+                    upsample: upsample == InputUpsample::Nearest2x,
+                    temb: extras.temb,
+                    residual: extras.residual,
+                };
+                tiled.record(graph, input.id, second.map(|s| s.id), output, name)?;
+                return Ok(output_map);
+            }
+        };
         let params = ConvParams {
             batch: batch as u32,
             c_in: self.c_in as u32,
@@ -281,10 +394,10 @@ impl Conv {
             pad: pad as u32,
             upsample: upsample as u32,
             has_temb: u32::from(extras.temb.is_some()),
-            temb_stride: extras.temb.map_or(0, |(_, stride)| stride as u32),
+            temb_stride: extras.temb.map_or(0, |term| term.stride as u32),
             has_residual: u32::from(extras.residual.is_some()),
             output_scale: extras.residual.map_or(1.0, |(_, factor)| 1.0 / factor),
-            texel_row_shift: self.weight.row_shift(),
+            texel_row_shift: texels.row_shift(),
             _pad0: 0,
             _pad1: 0,
             _pad2: 0,
@@ -295,10 +408,13 @@ impl Conv {
         // channels (conv_out of a grayscale model): those take the small blocks everywhere.
         let block_size = match graph.tuning().block_size {
             _ if self.c_out <= 4 => BlockSize::Small,
+            // Packed weights were loaded for a device that no longer tiles: not reachable
+            // (a `Gpu`'s tuning is fixed before any model loads on it).
+            BlockSize::Tiled => BlockSize::Small,
             chosen => chosen,
         };
         let (spec, workgroups) = match block_size {
-            BlockSize::Small => {
+            BlockSize::Small | BlockSize::Tiled => {
                 let quads = batch * height * width.div_ceil(4) * self.c_out.div_ceil(4);
                 (&CONV2D_SMALL, quads.div_ceil(per_workgroup))
             }
@@ -315,9 +431,9 @@ impl Conv {
             &params,
             &[
                 Resource::Tensor(input.id),
-                Resource::Texels(self.weight.view()),
+                Resource::Texels(texels.view()),
                 Resource::Weight(self.bias.buffer()),
-                optional(extras.temb.map(|(id, _)| id)),
+                extras.temb.map_or(Resource::Unused, |term| term.resource()),
                 optional(extras.residual.map(|(id, _)| id)),
                 Resource::Tensor(output),
             ],
@@ -328,12 +444,9 @@ impl Conv {
                 self.c_in * self.kernel * self.kernel,
             )),
         );
-        Ok(FeatureMap {
-            id: output,
-            channels: self.c_out,
-            height,
-            width,
-            batch,
-        })
+        Ok(output_map)
     }
 }
+
+#[cfg(test)]
+mod tests;

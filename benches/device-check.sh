@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GPU device check of issue 12, in one run of at most 8 minutes on a GPU machine:
+#   1. build (release), 2. `info`, 3. the parity tests on the default adapter (the U-Net
+#   forward against diffusers for the adapter's kernels and for every tile and split-K factor
+#   of the tiled convolution; every convolution kernel against an f64 reference),
+#   4. `bench --arch ddpm-cifar10-32 --batch 1,16,64`, 5. the bundled model at
+#   `--batch 1,16,256`, both with `--peer python3 --peer-device cuda` when PyTorch sees CUDA,
+#   6. the same cifar10 batches with the previous GPU convolution (`--block-size small`), the
+#   "before" of the kernel log. Step limits add up to 8 minutes.
+# Every step's output goes under benches/results/device-check-<UTC time>/ (JSON for the
+# benches); a step that fails is reported and the script goes on, exiting 1 at the end.
+#
+#   benches/device-check.sh                     # on the GPU machine
+#   DEVICE_CHECK_QUICK=1 benches/device-check.sh  # tiny settings (lavapipe: shows it runs)
+#
+# DEVICE_CHECK_OUT=DIR writes there instead. WGPU_BACKEND / WGPU_ADAPTER_NAME pick the
+# adapter as for the CLI.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${DEVICE_CHECK_OUT:-$ROOT/benches/results/device-check-$STAMP}
+mkdir -p "$OUT"
+QUICK=${DEVICE_CHECK_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    CIFAR_BATCHES=1; BUNDLED_BATCHES=1; REPEATS=1; STEPS=0; PROFILE=(--no-profile)
+    TESTS=(--lib conv::tests)
+    SLOW=10 # a software adapter: step limits x10
+else
+    CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=()
+    TESTS=(--test unet_forward --lib conv::tests)
+    SLOW=1
+fi
+FAILED=()
+BIN=$ROOT/target/release/diffusion-wgpu
+
+# step NAME SECONDS COMMAND...: runs COMMAND under a time limit, output to $OUT/NAME.txt.
+step() {
+    local name=$1 limit=$(($2 * SLOW))
+    shift 2
+    echo "== $name (${SECONDS}s elapsed)"
+    if ! timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1; then
+        echo "   FAILED (see $OUT/$name.txt)"
+        tail -5 "$OUT/$name.txt" | sed 's/^/   /'
+        FAILED+=("$name")
+    fi
+}
+
+# bench NAME SECONDS ARGS...: a bench whose JSON goes to $OUT/NAME.json.
+bench() {
+    local name=$1 limit=$(($2 * SLOW))
+    shift 2
+    echo "== bench $name (${SECONDS}s elapsed)"
+    if ! timeout "$limit" "$BIN" bench "$@" --json >"$OUT/$name.json" 2>"$OUT/$name.log"; then
+        echo "   FAILED (see $OUT/$name.log)"
+        tail -5 "$OUT/$name.log" | sed 's/^/   /'
+        FAILED+=("$name")
+    fi
+}
+
+step build 200 cargo build --release
+step info 20 "$BIN" info
+step parity 120 cargo test --release "${TESTS[@]}"
+
+PEER=()
+if python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
+    PEER=(--peer python3 --peer-device cuda)
+    echo "   PyTorch with CUDA found: benches include the peer"
+else
+    echo "   no PyTorch with CUDA: benches without the peer"
+fi
+COMMON=(--repeats "$REPEATS" --steps "$STEPS" "${PROFILE[@]}")
+bench cifar10 60 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}"
+bench bundled 50 --batch "$BUNDLED_BATCHES" "${COMMON[@]}" "${PEER[@]}"
+# The convolution before the tiled one, same batches, for the kernel log (no profile, no peer).
+bench cifar10-small-blocks 30 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --block-size small
+
+echo "== done in ${SECONDS}s: $OUT"
+if [ ${#FAILED[@]} -gt 0 ]; then
+    echo "failed steps: ${FAILED[*]}"
+    exit 1
+fi

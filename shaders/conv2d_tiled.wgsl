@@ -1,0 +1,333 @@
+// 2-D convolution as a tiled implicit GEMM (the GPU kernel of the convolution family):
+// out[m, n] = sum_k A[k, m] * B[k, n] with m = output channel (M = C_out),
+// n = (b, oy, ox) (N = B * H_out * W_out) and k = (ci, ky, kx) (K = C_in * kernel^2, PyTorch's
+// weight order). B is never stored: each element is gathered from the input as it is loaded
+// (im2col on the fly), with the fusions of conv2d.wgsl: zero padding (`pad` before, implied
+// after), stride, a nearest 2x upsample of the input, and a channel concatenation of two
+// inputs (channels 0..c_first from `input`, the rest from `second`: the up blocks' skip
+// concatenation, without a concat dispatch); and in the epilogue the bias, the time-embedding
+// term and the scaled residual sum.
+//
+// Bindings (group 0):
+//   0 params    uniform TiledConvParams
+//   1 input     storage read f32 [B, c_first, H_in, W_in] (conv2d_tiled_reduce: the partials)
+//   2 second    storage read f32 [B, C_in - c_first, H_in, W_in] (read when c_first < C_in)
+//   3 weight    storage read vec4<f32> [K_pad, m_vec4]: A[k, 4q..4q+3] at k * m_vec4 + q,
+//               prepacked at load (crate::nn::conv::tiled::pack_weights); rows past K zero,
+//               channels past C_out zero, K_pad a multiple of BK
+//   4 bias      storage read f32 [C_out]
+//   5 temb      storage read f32 [B, temb_stride]: added at [b, c] when has_temb = 1
+//   6 residual  storage read f32 [B, C_out, H_out, W_out]: when has_residual = 1 the output is
+//               (residual + conv) * output_scale
+//   7 output    storage read_write f32 [B, C_out, H_out, W_out]; with split_k > 1, the raw
+//               partial sums [split_k, B, C_out, H_out, W_out] instead
+//
+// Work mapping: a workgroup computes a TILE_M x TILE_N output tile (override constants, set per
+// variant at pipeline creation; THREADS = TILE_M * TILE_N / 16), each invocation 4 channels x 4
+// pixels in four named vec4 accumulators (acc_j: channels tm*4..+3 of pixel tn + j * TILE_N/4;
+// pixels strided by TILE_N / 4 so that neighbouring invocations read neighbouring words of the
+// B tile and store neighbouring output pixels). K is walked in steps of BK = 16 through two
+// workgroup-memory buffers per operand: while step s is multiplied out of one buffer, step
+// s + 1 is loaded from global memory into registers and then stored into the other buffer, so
+// one barrier per K step suffices. Both tiles are stored k-major and every access is a
+// contiguous run of words across neighbouring invocations (A: vec4 rows, read as broadcasts;
+// B: rows of TILE_N words written and read consecutively), so no bank conflicts arise and the
+// rows are not padded (a pad would also push the 64x64 tile's 16 KiB double buffer past
+// WebGPU's 16 KiB minimum of workgroup storage).
+//
+// Workgroup w (folded over x and y when the grid exceeds the per-dimension limit) is split
+// w / (m_tiles * n_tiles), channel tile (w / n_tiles) % m_tiles, pixel tile w % n_tiles. Split
+// s covers K steps s * steps_per_split .. min(k_steps, (s + 1) * steps_per_split) and, when
+// split_k > 1, writes its partial sums to its own slice of `output`; conv2d_tiled_reduce then
+// adds the slices in split order and applies the epilogue (no atomics: WGSL has no float
+// atomics, and a fixed summation order keeps the result bitwise reproducible).
+
+struct TiledConvParams {
+    batch: u32,
+    c_in: u32,
+    c_first: u32,
+    h_in: u32,
+    w_in: u32,
+    c_out: u32,
+    h_out: u32,
+    w_out: u32,
+    kernel: u32,
+    stride: u32,
+    pad: u32,
+    upsample: u32,
+    has_temb: u32,
+    temb_stride: u32,
+    has_residual: u32,
+    output_scale: f32,
+    k_total: u32,
+    m_vec4: u32,
+    k_steps: u32,
+    steps_per_split: u32,
+    split_k: u32,
+    m_tiles: u32,
+    n_tiles: u32,
+    out_len: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: TiledConvParams;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> second: array<f32>;
+@group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> temb: array<f32>;
+@group(0) @binding(6) var<storage, read> residual: array<f32>;
+@group(0) @binding(7) var<storage, read_write> output: array<f32>;
+
+override TILE_M: u32 = 64u;
+override TILE_N: u32 = 64u;
+override THREADS: u32 = 256u;
+const BK: u32 = 16u;
+// Invocations per workgroup of conv2d_tiled_reduce.
+const REDUCE_THREADS: u32 = 256u;
+
+// Two buffers of BK rows: TILE_M / 4 vec4 (at most 16) of A, TILE_N words (at most 64) of B.
+var<workgroup> a_tile: array<vec4<f32>, 512>;
+var<workgroup> b_tile: array<f32, 2048>;
+
+// This invocation's pixel of the B tile it loads (column local % TILE_N): whether it exists,
+// its image and the input coordinates of its tap (0, 0), and its images' bases in both inputs.
+var<private> g_valid: bool;
+var<private> g_iy0: i32;
+var<private> g_ix0: i32;
+var<private> g_first: u32;
+var<private> g_second: u32;
+
+fn setup_gather(n: u32) {
+    let plane_out = p.h_out * p.w_out;
+    g_valid = n < p.batch * plane_out;
+    let b = n / plane_out;
+    let pix = n % plane_out;
+    g_iy0 = i32((pix / p.w_out) * p.stride) - i32(p.pad);
+    g_ix0 = i32((pix % p.w_out) * p.stride) - i32(p.pad);
+    let plane_in = p.h_in * p.w_in;
+    g_first = b * p.c_first * plane_in;
+    g_second = b * (p.c_in - p.c_first) * plane_in;
+}
+
+// B[k, this invocation's pixel]: the input value under tap k, zero outside the image and K.
+fn gather(k: u32) -> f32 {
+    if (!g_valid || k >= p.k_total) {
+        return 0.0;
+    }
+    let taps = p.kernel * p.kernel;
+    let ci = k / taps;
+    let t = k - ci * taps;
+    let ky = t / p.kernel;
+    let kx = t - ky * p.kernel;
+    let iy = g_iy0 + i32(ky);
+    let ix = g_ix0 + i32(kx);
+    if (iy < 0 || ix < 0 || iy >= i32(p.h_in << p.upsample) || ix >= i32(p.w_in << p.upsample)) {
+        return 0.0;
+    }
+    let at = ((u32(iy) >> p.upsample) * p.w_in) + (u32(ix) >> p.upsample);
+    let plane_in = p.h_in * p.w_in;
+    if (ci < p.c_first) {
+        return input[g_first + ci * plane_in + at];
+    }
+    return second[g_second + (ci - p.c_first) * plane_in + at];
+}
+
+// The i-th vec4 of A this invocation loads for the K step at row k0: element
+// e = local + i * THREADS of the BK x TILE_M / 4 tile.
+fn load_a(k0: u32, m0: u32, e: u32) -> vec4<f32> {
+    let row = e / (TILE_M / 4u);
+    let q = m0 / 4u + e % (TILE_M / 4u);
+    if (q >= p.m_vec4) {
+        return vec4(0.0);
+    }
+    return weight[(k0 + row) * p.m_vec4 + q];
+}
+
+// The i-th word of B this invocation loads: row (local + i * THREADS) / TILE_N of the tile.
+fn load_b(k0: u32, e: u32) -> f32 {
+    return gather(k0 + e / TILE_N);
+}
+
+@compute @workgroup_size(THREADS)
+fn conv2d_tiled(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let wg = group.y * groups.x + group.x;
+    let tiles = p.m_tiles * p.n_tiles;
+    if (wg >= tiles * p.split_k) {
+        return;
+    }
+    let split = wg / tiles;
+    let tile = wg % tiles;
+    let m0 = (tile / p.n_tiles) * TILE_M;
+    let n0 = (tile % p.n_tiles) * TILE_N;
+    let first_step = split * p.steps_per_split;
+    let steps = min(p.k_steps, first_step + p.steps_per_split) - first_step;
+    setup_gather(n0 + local % TILE_N);
+    let tn = local % (TILE_N / 4u);
+    let tm = local / (TILE_N / 4u);
+    // Per invocation and K step: A_LOADS vec4 of A (1 or 2), B_LOADS words of B (4 or 8).
+    let a_loads = BK * TILE_M / 4u / THREADS;
+    let b_loads = BK * TILE_N / THREADS;
+    let a_half = BK * (TILE_M / 4u);
+    let b_half = BK * TILE_N;
+
+    // Step 0 straight into buffer 0.
+    var k0 = first_step * BK;
+    var ra0 = load_a(k0, m0, local);
+    var ra1 = vec4(0.0);
+    if (a_loads == 2u) {
+        ra1 = load_a(k0, m0, local + THREADS);
+    }
+    var rb0 = load_b(k0, local);
+    var rb1 = load_b(k0, local + THREADS);
+    var rb2 = load_b(k0, local + 2u * THREADS);
+    var rb3 = load_b(k0, local + 3u * THREADS);
+    var rb4 = 0.0;
+    var rb5 = 0.0;
+    var rb6 = 0.0;
+    var rb7 = 0.0;
+    if (b_loads == 8u) {
+        rb4 = load_b(k0, local + 4u * THREADS);
+        rb5 = load_b(k0, local + 5u * THREADS);
+        rb6 = load_b(k0, local + 6u * THREADS);
+        rb7 = load_b(k0, local + 7u * THREADS);
+    }
+    a_tile[local] = ra0;
+    if (a_loads == 2u) {
+        a_tile[local + THREADS] = ra1;
+    }
+    b_tile[local] = rb0;
+    b_tile[local + THREADS] = rb1;
+    b_tile[local + 2u * THREADS] = rb2;
+    b_tile[local + 3u * THREADS] = rb3;
+    if (b_loads == 8u) {
+        b_tile[local + 4u * THREADS] = rb4;
+        b_tile[local + 5u * THREADS] = rb5;
+        b_tile[local + 6u * THREADS] = rb6;
+        b_tile[local + 7u * THREADS] = rb7;
+    }
+    workgroupBarrier();
+
+    var acc0 = vec4(0.0);
+    var acc1 = vec4(0.0);
+    var acc2 = vec4(0.0);
+    var acc3 = vec4(0.0);
+    for (var s = 0u; s < steps; s++) {
+        let cur = s & 1u;
+        let more = s + 1u < steps;
+        // Prefetch step s + 1 into registers; the loads are in flight during the FMAs below.
+        if (more) {
+            k0 += BK;
+            ra0 = load_a(k0, m0, local);
+            if (a_loads == 2u) {
+                ra1 = load_a(k0, m0, local + THREADS);
+            }
+            rb0 = load_b(k0, local);
+            rb1 = load_b(k0, local + THREADS);
+            rb2 = load_b(k0, local + 2u * THREADS);
+            rb3 = load_b(k0, local + 3u * THREADS);
+            if (b_loads == 8u) {
+                rb4 = load_b(k0, local + 4u * THREADS);
+                rb5 = load_b(k0, local + 5u * THREADS);
+                rb6 = load_b(k0, local + 6u * THREADS);
+                rb7 = load_b(k0, local + 7u * THREADS);
+            }
+        }
+        let a_at = cur * a_half + tm;
+        let b_at = cur * b_half + tn;
+        for (var kk = 0u; kk < BK; kk++) {
+            let a = a_tile[a_at + kk * (TILE_M / 4u)];
+            let row = b_at + kk * TILE_N;
+            acc0 += a * b_tile[row];
+            acc1 += a * b_tile[row + TILE_N / 4u];
+            acc2 += a * b_tile[row + TILE_N / 2u];
+            acc3 += a * b_tile[row + 3u * (TILE_N / 4u)];
+        }
+        // Buffer cur ^ 1 was last read in step s - 1, before the previous barrier.
+        if (more) {
+            let a_next = (cur ^ 1u) * a_half;
+            let b_next = (cur ^ 1u) * b_half;
+            a_tile[a_next + local] = ra0;
+            if (a_loads == 2u) {
+                a_tile[a_next + local + THREADS] = ra1;
+            }
+            b_tile[b_next + local] = rb0;
+            b_tile[b_next + local + THREADS] = rb1;
+            b_tile[b_next + local + 2u * THREADS] = rb2;
+            b_tile[b_next + local + 3u * THREADS] = rb3;
+            if (b_loads == 8u) {
+                b_tile[b_next + local + 4u * THREADS] = rb4;
+                b_tile[b_next + local + 5u * THREADS] = rb5;
+                b_tile[b_next + local + 6u * THREADS] = rb6;
+                b_tile[b_next + local + 7u * THREADS] = rb7;
+            }
+        }
+        workgroupBarrier();
+    }
+
+    let co0 = m0 + tm * 4u;
+    let n = n0 + tn;
+    store_pixel(split, co0, n, acc0);
+    store_pixel(split, co0, n + TILE_N / 4u, acc1);
+    store_pixel(split, co0, n + TILE_N / 2u, acc2);
+    store_pixel(split, co0, n + 3u * (TILE_N / 4u), acc3);
+}
+
+// Stores channels co0..co0 + 3 of GEMM column n: the finished output, or split `split`'s
+// partial sums when K is split.
+fn store_pixel(split: u32, co0: u32, n: u32, v: vec4<f32>) {
+    let plane = p.h_out * p.w_out;
+    if (n >= p.batch * plane) {
+        return;
+    }
+    let b = n / plane;
+    let at = (b * p.c_out + co0) * plane + n % plane;
+    for (var c = 0u; c < 4u; c++) {
+        if (co0 + c >= p.c_out) {
+            return;
+        }
+        let i = at + c * plane;
+        if (p.split_k > 1u) {
+            output[split * p.out_len + i] = v[c];
+        } else {
+            output[i] = epilogue(v[c], b, co0 + c, i);
+        }
+    }
+}
+
+// The fused epilogue of conv2d.wgsl, in its order: (sum + (bias + temb)), then the residual
+// sum and scale.
+fn epilogue(sum: f32, b: u32, co: u32, i: u32) -> f32 {
+    var add = bias[co];
+    if (p.has_temb == 1u) {
+        add += temb[b * p.temb_stride + co];
+    }
+    var y = sum + add;
+    if (p.has_residual == 1u) {
+        y = (residual[i] + y) * p.output_scale;
+    }
+    return y;
+}
+
+// Split-K's second dispatch: output[i] = epilogue(sum over splits s = 0.. of
+// partials[s * out_len + i]), one invocation per output element (the partials are `input`).
+@compute @workgroup_size(REDUCE_THREADS)
+fn conv2d_tiled_reduce(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let i = (group.y * groups.x + group.x) * REDUCE_THREADS + local;
+    if (i >= p.out_len) {
+        return;
+    }
+    var sum = input[i];
+    for (var s = 1u; s < p.split_k; s++) {
+        sum += input[s * p.out_len + i];
+    }
+    let plane = p.h_out * p.w_out;
+    output[i] = epilogue(sum, i / (plane * p.c_out), (i / plane) % p.c_out, i);
+}

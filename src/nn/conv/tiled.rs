@@ -1,0 +1,401 @@
+//! The tiled implicit-GEMM convolution (shaders/conv2d_tiled.wgsl), the GPU default
+//! ([`BlockSize::Tiled`](crate::gpu::BlockSize::Tiled)): the weights prepacked once at load as
+//! a [K_pad, C_out] matrix of vec4 rows, three tile variants through override constants, a
+//! shape rule that picks one per layer, and split-K with a second, reducing dispatch.
+
+use super::super::ChannelTerm;
+use super::super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use crate::error::Result;
+use crate::gpu::{Binding, ConvTiles, GemmTile, Gpu, GpuTensor, KernelSpec, Tuning, WorkgroupSize};
+use crate::params_layout;
+
+const SOURCE: &str = include_str!("../../../shaders/conv2d_tiled.wgsl");
+
+/// Bindings of both entry points (see shaders/conv2d_tiled.wgsl).
+const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageReadWrite,
+];
+
+/// Rows of K per step of the shader (its BK); K is padded to a multiple of it.
+pub(super) const K_STEP: usize = 16;
+
+/// A tile variant of `conv2d_tiled`: its name (the kernel cache's key) and overrides.
+const fn variant(name: &'static str, overrides: &'static [(&'static str, f64)]) -> KernelSpec {
+    KernelSpec {
+        name,
+        source: SOURCE,
+        entry_point: "conv2d_tiled",
+        bindings: BINDINGS,
+        params: Some(&PARAMS_LAYOUT),
+        workgroup_size: WorkgroupSize::Overrides(overrides),
+    }
+}
+
+static TILED_64X64: KernelSpec = variant(
+    "conv2d_tiled_64x64",
+    &[("TILE_M", 64.0), ("TILE_N", 64.0), ("THREADS", 256.0)],
+);
+static TILED_32X64: KernelSpec = variant(
+    "conv2d_tiled_32x64",
+    &[("TILE_M", 32.0), ("TILE_N", 64.0), ("THREADS", 128.0)],
+);
+static TILED_32X32: KernelSpec = variant(
+    "conv2d_tiled_32x32",
+    &[("TILE_M", 32.0), ("TILE_N", 32.0), ("THREADS", 64.0)],
+);
+
+/// Split-K's reduction: sums the partials in split order and applies the epilogue.
+static REDUCE: KernelSpec = KernelSpec {
+    name: "conv2d_tiled",
+    source: SOURCE,
+    entry_point: "conv2d_tiled_reduce",
+    bindings: BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
+/// Every kernel of the tiled convolution.
+#[cfg(test)]
+pub(super) static SPECS: &[&KernelSpec] = &[&TILED_64X64, &TILED_32X64, &TILED_32X32, &REDUCE];
+
+fn spec(tile: GemmTile) -> &'static KernelSpec {
+    match tile {
+        GemmTile::M64N64 => &TILED_64X64,
+        GemmTile::M32N64 => &TILED_32X64,
+        GemmTile::M32N32 => &TILED_32X32,
+    }
+}
+
+/// Mirrors `TiledConvParams` in shaders/conv2d_tiled.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TiledConvParams {
+    batch: u32,
+    c_in: u32,
+    c_first: u32,
+    h_in: u32,
+    w_in: u32,
+    c_out: u32,
+    h_out: u32,
+    w_out: u32,
+    kernel: u32,
+    stride: u32,
+    pad: u32,
+    upsample: u32,
+    has_temb: u32,
+    temb_stride: u32,
+    has_residual: u32,
+    output_scale: f32,
+    k_total: u32,
+    m_vec4: u32,
+    k_steps: u32,
+    steps_per_split: u32,
+    split_k: u32,
+    m_tiles: u32,
+    n_tiles: u32,
+    out_len: u32,
+}
+
+static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(TiledConvParams {
+    batch,
+    c_in,
+    c_first,
+    h_in,
+    w_in,
+    c_out,
+    h_out,
+    w_out,
+    kernel,
+    stride,
+    pad,
+    upsample,
+    has_temb,
+    temb_stride,
+    has_residual,
+    output_scale,
+    k_total,
+    m_vec4,
+    k_steps,
+    steps_per_split,
+    split_k,
+    m_tiles,
+    n_tiles,
+    out_len,
+});
+
+/// Weights as conv2d_tiled.wgsl reads them: A[k, m] = weight[m, k] at k * m_vec4 * 4 + m,
+/// rows padded to a multiple of 4 channels and to [`K_STEP`] rows, with zeros.
+pub(super) struct PackedWeights {
+    buffer: GpuTensor,
+    /// vec4 per row: C_out / 4 rounded up.
+    m_vec4: usize,
+    /// K_pad / K_STEP.
+    k_steps: usize,
+}
+
+/// The A matrix of `weight` [c_out, k] (PyTorch's order), as [`PackedWeights`] holds it.
+pub(super) fn pack(weight: &[f32], c_out: usize, k: usize) -> (Vec<f32>, usize, usize) {
+    let m_vec4 = c_out.div_ceil(4);
+    let k_steps = k.div_ceil(K_STEP);
+    let row = m_vec4 * 4;
+    let mut packed = vec![0.0; k_steps * K_STEP * row];
+    for m in 0..c_out {
+        for kk in 0..k {
+            packed[kk * row + m] = weight[m * k + kk];
+        }
+    }
+    (packed, m_vec4, k_steps)
+}
+
+impl PackedWeights {
+    pub fn upload(gpu: &Gpu, weight: &[f32], c_out: usize, k: usize, name: &str) -> Result<Self> {
+        let (packed, m_vec4, k_steps) = pack(weight, c_out, k);
+        Ok(Self {
+            buffer: GpuTensor::from_slice(gpu, &[packed.len()], &packed, name)?,
+            m_vec4,
+            k_steps,
+        })
+    }
+}
+
+/// The tile and K split of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TilePlan {
+    pub tile: GemmTile,
+    /// Ways K is split (every split non-empty).
+    pub split_k: usize,
+    /// K steps per split (the last may have fewer).
+    pub steps_per_split: usize,
+}
+
+/// Workgroups of `tile` over an [m, n] output.
+fn tiles(tile: GemmTile, m: usize, n: usize) -> usize {
+    let (tm, tn) = tile.shape();
+    m.div_ceil(tm) * n.div_ceil(tn)
+}
+
+/// `tile` with K split about `ways` ways.
+fn split(tile: GemmTile, ways: usize, k_steps: usize) -> TilePlan {
+    let steps_per_split = k_steps.div_ceil(ways.clamp(1, k_steps.max(1))).max(1);
+    TilePlan {
+        tile,
+        split_k: k_steps.div_ceil(steps_per_split).max(1),
+        steps_per_split,
+    }
+}
+
+/// The shape rule of [`ConvTiles::Auto`] (or the forced tile) for an [m, n] output over
+/// `k_steps` steps of K, split at most `max_split` ways (the partials of a split must fit one
+/// storage binding).
+pub(super) fn plan(tuning: &Tuning, [m, n, k_steps]: [usize; 3], max_split: usize) -> TilePlan {
+    let enough = tuning.split_k_below_workgroups as usize;
+    let max_split = max_split.max(1);
+    match tuning.conv_tiles {
+        ConvTiles::Fixed { tile, split_k } => {
+            split(tile, (split_k as usize).min(max_split), k_steps)
+        }
+        ConvTiles::Auto => {
+            let fits = GemmTile::ALL
+                .into_iter()
+                .filter(|&tile| tile != GemmTile::M64N64 || m > 32)
+                .find(|&tile| tiles(tile, m, n) >= enough);
+            match fits {
+                Some(tile) => split(tile, 1, k_steps),
+                None => {
+                    let launched = tiles(GemmTile::M32N32, m, n);
+                    let ways = enough
+                        .div_ceil(launched)
+                        .min(8)
+                        .min(k_steps / 4)
+                        .min(max_split);
+                    split(GemmTile::M32N32, ways, k_steps)
+                }
+            }
+        }
+    }
+}
+
+/// One convolution's geometry and fusions, as the tiled kernel runs it.
+pub(super) struct TiledConv<'a> {
+    pub weights: &'a PackedWeights,
+    pub bias: &'a GpuTensor,
+    pub batch: usize,
+    /// Input channels in total, and those read from the first input (the rest: the second).
+    pub c_in: usize,
+    pub c_first: usize,
+    pub in_size: (usize, usize),
+    pub c_out: usize,
+    pub out_size: (usize, usize),
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub upsample: bool,
+    pub temb: Option<ChannelTerm>,
+    pub residual: Option<(TensorId, f32)>,
+}
+
+impl TiledConv<'_> {
+    /// Records the convolution of `input` (channels `0..c_first`) and `second` (the rest)
+    /// into `output`: one dispatch, or two when K is split.
+    pub fn record(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        input: TensorId,
+        second: Option<TensorId>,
+        output: TensorId,
+        name: &str,
+    ) -> Result<()> {
+        let (h_out, w_out) = self.out_size;
+        let n = self.batch * h_out * w_out;
+        let k = self.c_in * self.kernel * self.kernel;
+        let out_len = self.batch * self.c_out * h_out * w_out;
+        let max_split = graph.max_binding_bytes() / (out_len as u64 * 4).max(1);
+        let max_split = usize::try_from(max_split).unwrap_or(usize::MAX);
+        let plan = plan(
+            &graph.tuning(),
+            [self.c_out, n, self.weights.k_steps],
+            max_split,
+        );
+        let (tm, tn) = plan.tile.shape();
+        let params = TiledConvParams {
+            batch: self.batch as u32,
+            c_in: self.c_in as u32,
+            c_first: self.c_first as u32,
+            h_in: self.in_size.0 as u32,
+            w_in: self.in_size.1 as u32,
+            c_out: self.c_out as u32,
+            h_out: h_out as u32,
+            w_out: w_out as u32,
+            kernel: self.kernel as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            upsample: u32::from(self.upsample),
+            has_temb: u32::from(self.temb.is_some()),
+            temb_stride: self.temb.map_or(0, |term| term.stride as u32),
+            has_residual: u32::from(self.residual.is_some()),
+            output_scale: self.residual.map_or(1.0, |(_, factor)| 1.0 / factor),
+            k_total: k as u32,
+            m_vec4: self.weights.m_vec4 as u32,
+            k_steps: self.weights.k_steps as u32,
+            steps_per_split: plan.steps_per_split as u32,
+            split_k: plan.split_k as u32,
+            m_tiles: self.c_out.div_ceil(tm) as u32,
+            n_tiles: n.div_ceil(tn) as u32,
+            out_len: out_len as u32,
+        };
+        let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
+        let epilogue = [
+            Resource::Weight(self.bias.buffer()),
+            self.temb.map_or(Resource::Unused, |term| term.resource()),
+            optional(self.residual.map(|(id, _)| id)),
+        ];
+        // Split K: the partial sums go to a scratch tensor that the reduction reads.
+        let gemm_output = match plan.split_k {
+            1 => output,
+            ways => graph.tensor(ways * out_len, &format!("{name} (split-K partials)"))?,
+        };
+        let mut resources = vec![
+            Resource::Tensor(input),
+            optional(second),
+            Resource::Weight(self.weights.buffer.buffer()),
+        ];
+        resources.extend(epilogue);
+        resources.push(Resource::Tensor(gemm_output));
+        let workgroups = tiles(plan.tile, self.c_out, n) * plan.split_k;
+        let grid = graph.grid_for_workgroups(workgroups);
+        graph.dispatch(
+            spec(plan.tile),
+            &params,
+            &resources,
+            grid,
+            Some(MatmulShape::new(self.c_out, n, k)),
+        );
+        if plan.split_k > 1 {
+            let epilogue = [
+                Resource::Weight(self.bias.buffer()),
+                self.temb.map_or(Resource::Unused, |term| term.resource()),
+                optional(self.residual.map(|(id, _)| id)),
+            ];
+            let mut resources = vec![
+                Resource::Tensor(gemm_output),
+                Resource::Unused,
+                Resource::Unused,
+            ];
+            resources.extend(epilogue);
+            resources.push(Resource::Tensor(output));
+            // One invocation per output element, REDUCE_THREADS (= WORKGROUP_SIZE) per group.
+            let grid = graph.grid_for(out_len);
+            graph.dispatch(&REDUCE, &params, &resources, grid, None);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auto() -> Tuning {
+        Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu)
+    }
+
+    #[test]
+    fn the_packed_matrix_is_the_transposed_weight_padded_with_zeros() {
+        // c_out 5, k 3: rows of 8 channels, 16 rows.
+        let weight: Vec<f32> = (0..15).map(|v| v as f32 + 1.0).collect();
+        let (packed, m_vec4, k_steps) = pack(&weight, 5, 3);
+        assert_eq!((m_vec4, k_steps, packed.len()), (2, 1, 16 * 8));
+        assert_eq!(packed[0..8], [1.0, 4.0, 7.0, 10.0, 13.0, 0.0, 0.0, 0.0]);
+        assert_eq!(packed[8..13], [2.0, 5.0, 8.0, 11.0, 14.0]);
+        assert!(packed[3 * 8..].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn the_shape_rule_takes_large_tiles_for_large_layers_and_splits_small_ones() {
+        // ddpm-cifar10-32 at batch 64, 128 -> 128 channels at 32x32: plenty of 64x64 tiles.
+        let large = plan(&auto(), [128, 64 * 32 * 32, 72], 8);
+        assert_eq!((large.tile, large.split_k), (GemmTile::M64N64, 1));
+        // 32 channels: never the 64-row tile.
+        let narrow = plan(&auto(), [32, 64 * 32 * 32, 18], 8);
+        assert_eq!((narrow.tile, narrow.split_k), (GemmTile::M32N64, 1));
+        // Batch 1, 256 channels at 4x4: 8 workgroups of 32x32, K = 2304 = 144 steps: 8 ways.
+        let small = plan(&auto(), [256, 16, 144], 8);
+        assert_eq!((small.tile, small.split_k), (GemmTile::M32N32, 8));
+        assert_eq!(small.steps_per_split, 18);
+        // Few K steps: no split shorter than 4 steps.
+        let shallow = plan(&auto(), [32, 16, 9], 8);
+        assert_eq!(shallow.split_k, 2);
+        assert_eq!(plan(&auto(), [4, 16, 2], 8).split_k, 1);
+        // Partials that would not fit a binding: fewer ways.
+        assert_eq!(plan(&auto(), [256, 16, 144], 3).split_k, 3);
+    }
+
+    #[test]
+    fn a_forced_split_covers_every_step_with_no_empty_split() {
+        for k_steps in 1..40 {
+            for ways in 1..10 {
+                let tuning = Tuning {
+                    conv_tiles: ConvTiles::Fixed {
+                        tile: GemmTile::M32N32,
+                        split_k: ways,
+                    },
+                    ..auto()
+                };
+                let p = plan(&tuning, [64, 64, k_steps], 100);
+                assert!(p.split_k <= ways as usize && p.split_k >= 1);
+                assert!(p.steps_per_split * p.split_k >= k_steps);
+                assert!(
+                    p.steps_per_split * (p.split_k - 1) < k_steps,
+                    "{p:?} {k_steps}"
+                );
+            }
+        }
+    }
+}
