@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use diffusion_wgpu::Tuning;
+use diffusion_wgpu::{GemmTile, Tuning};
 use naga::back::PipelineConstants;
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use naga::{Module, ShaderStage};
@@ -70,8 +70,8 @@ fn block_workgroup_sizes() -> Vec<u32> {
 }
 
 /// The override-constant sets to specialise `module` with: one per value the code uses for each
-/// override it declares (only `WORKGROUP_SIZE` today; any other override fails the test until
-/// it is listed here).
+/// override it declares (`WORKGROUP_SIZE`, and the tiled convolution's tile; any other override
+/// fails the test until it is listed here).
 fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
     let names: Vec<&str> = module
         .overrides
@@ -88,6 +88,18 @@ fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
                 constants
             })
             .collect(),
+        // The tiled convolution's tiles (src/nn/conv/tiled.rs): 4 x 4 outputs per invocation.
+        ["TILE_M", "TILE_N", "THREADS"] => GemmTile::ALL
+            .into_iter()
+            .map(|tile| {
+                let (m, n) = tile.shape();
+                let mut constants = PipelineConstants::default();
+                constants.insert("TILE_M".into(), m as f64);
+                constants.insert("TILE_N".into(), n as f64);
+                constants.insert("THREADS".into(), (m * n / 16) as f64);
+                constants
+            })
+            .collect(),
         other => panic!(
             "{}: overrides {other:?}: list the values the code uses in tests/translate.rs",
             file.display()
@@ -95,10 +107,20 @@ fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
     }
 }
 
-/// Where compute entry point `name` (overrides applied) exceeds `downlevel_defaults()`:
-/// invocations per workgroup and per dimension, and bytes of the workgroup memory it uses.
+/// Kernels held to WebGPU's default limits instead of `downlevel_defaults()`: the tiled
+/// convolution's double-buffered tiles take 16 KiB of workgroup memory, which WebGPU grants
+/// and GL ES 3.1 / WebGL2-class adapters (16,352 bytes) do not. They are chosen only with the
+/// GPU kernel set; on such an adapter use `DIFFUSION_WGPU_TUNING=cpu` (README, Backends).
+const WEBGPU_LIMITS_ONLY: &[&str] = &["conv2d_tiled"];
+
+/// Where compute entry point `name` (overrides applied) exceeds `downlevel_defaults()` (or,
+/// for [`WEBGPU_LIMITS_ONLY`], `Limits::default()`): invocations per workgroup and per
+/// dimension, and bytes of the workgroup memory it uses.
 fn over_downlevel_limits(module: &Module, info: &ModuleInfo, name: &str) -> Option<String> {
-    let limits = wgpu::Limits::downlevel_defaults();
+    let limits = match WEBGPU_LIMITS_ONLY.contains(&name) {
+        true => wgpu::Limits::default(),
+        false => wgpu::Limits::downlevel_defaults(),
+    };
     let index = module
         .entry_points
         .iter()
