@@ -138,6 +138,7 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) -> Resul
 /// Reads an 8-bit grayscale or RGB PNG as one image [1, C, H, W] in [-1, 1] (diffusers'
 /// image processor: `2 * pixel / 255 - 1`); C is 1 or 3. Other formats are errors naming the
 /// file.
+#[cfg(feature = "png")]
 pub fn read_png(path: &Path) -> Result<HostTensor> {
     let error = |message: String| Error::Checkpoint {
         file: path.display().to_string(),
