@@ -18,8 +18,18 @@ pub(crate) struct GuidedUnet<'a> {
     context: GpuTensor,
     /// The guidance scale; `None`: no guidance (one pass on the prompt's states).
     scale: Option<f32>,
-    /// The doubled sample and the U-Net's doubled output, allocated for the first batch seen.
-    doubled: Mutex<Option<(GpuTensor, GpuTensor, wgpu::Buffer)>>,
+    /// The doubled sample and prediction, allocated for the first batch seen, and the
+    /// guidance dispatch's bind group for the last output buffer.
+    doubled: Mutex<Option<Doubled>>,
+}
+
+/// The buffers of a guided prediction for one batch size.
+struct Doubled {
+    samples: GpuTensor,
+    predictions: GpuTensor,
+    params: wgpu::Buffer,
+    /// The output buffer the bind group writes, and the bind group (built once per run).
+    bound: Option<(wgpu::Buffer, wgpu::BindGroup)>,
 }
 
 impl<'a> GuidedUnet<'a> {
@@ -55,7 +65,7 @@ impl NoiseModel for GuidedUnet<'_> {
         let mut doubled = self.doubled.lock().unwrap_or_else(|e| e.into_inner());
         if doubled
             .as_ref()
-            .is_none_or(|(s, ..)| s.shape() != doubled_shape)
+            .is_none_or(|d| d.samples.shape() != doubled_shape)
         {
             let params = gpu.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("guidance params"),
@@ -63,34 +73,49 @@ impl NoiseModel for GuidedUnet<'_> {
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            *doubled = Some((
-                GpuTensor::zeros(gpu, &doubled_shape, "doubled sample")?,
-                GpuTensor::zeros(gpu, &doubled_shape, "unguided prediction")?,
+            let guidance = ElementwiseParams::guidance(sample.len(), scale);
+            gpu.queue()
+                .write_buffer(&params, 0, bytemuck::bytes_of(&guidance));
+            *doubled = Some(Doubled {
+                samples: GpuTensor::zeros(gpu, &doubled_shape, "doubled sample")?,
+                predictions: GpuTensor::zeros(gpu, &doubled_shape, "unguided prediction")?,
                 params,
-            ));
+                bound: None,
+            });
         }
-        let Some((samples, predictions, params)) = doubled.as_ref() else {
+        let Some(d) = doubled.as_mut() else {
             return Ok(());
         };
         let bytes = (sample.len() * 4) as u64;
-        encoder.copy_buffer_to_buffer(sample.buffer(), 0, samples.buffer(), 0, bytes);
-        encoder.copy_buffer_to_buffer(sample.buffer(), 0, samples.buffer(), bytes, bytes);
+        encoder.copy_buffer_to_buffer(sample.buffer(), 0, d.samples.buffer(), 0, bytes);
+        encoder.copy_buffer_to_buffer(sample.buffer(), 0, d.samples.buffer(), bytes, bytes);
         let timesteps: Vec<u32> = timesteps.iter().chain(timesteps).copied().collect();
-        self.unet
-            .record(encoder, samples, &timesteps, &self.context, predictions)?;
-        let guidance = ElementwiseParams::guidance(output.len(), scale);
-        gpu.queue()
-            .write_buffer(params, 0, bytemuck::bytes_of(&guidance));
+        self.unet.record(
+            encoder,
+            &d.samples,
+            &timesteps,
+            &self.context,
+            &d.predictions,
+        )?;
         let kernel = gpu.kernel(&GUIDANCE);
-        let bind_group = kernel.bind_group(
-            gpu.device(),
-            &[
-                params.as_entire_binding(),
-                predictions.buffer().as_entire_binding(),
-                predictions.buffer().as_entire_binding(),
-                output.buffer().as_entire_binding(),
-            ],
-        );
+        if d.bound
+            .as_ref()
+            .is_none_or(|(out, _)| out != output.buffer())
+        {
+            let bind_group = kernel.bind_group(
+                gpu.device(),
+                &[
+                    d.params.as_entire_binding(),
+                    d.predictions.buffer().as_entire_binding(),
+                    d.predictions.buffer().as_entire_binding(),
+                    output.buffer().as_entire_binding(),
+                ],
+            );
+            d.bound = Some((output.buffer().clone(), bind_group));
+        }
+        let Some((_, bind_group)) = d.bound.as_ref() else {
+            return Ok(());
+        };
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("guidance"),
             timestamp_writes: None,
@@ -99,7 +124,7 @@ impl NoiseModel for GuidedUnet<'_> {
             output.len(),
             gpu.limits().max_compute_workgroups_per_dimension,
         );
-        kernel.dispatch(&mut pass, &bind_group, &[], grid);
+        kernel.dispatch(&mut pass, bind_group, &[], grid);
         Ok(())
     }
 }
