@@ -5,11 +5,13 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use crate::config_json::{JsonObject, read_text};
+
 use super::dpm::{DpmAlgorithm, DpmSolverOptions, DpmSolverType};
 use super::plan::Method;
 use super::unipc::{UniPcOptions, UniPcSolverType};
-use crate::error::{Error, Result};
-use crate::schedule::{Fields, FinalSigma, SchedulerConfig, SigmaSpacing, parse_json_object};
+use crate::error::Result;
+use crate::schedule::{FinalSigma, SchedulerConfig, SigmaSpacing};
 
 /// The classes this crate runs.
 const CLASSES: &[&str] = &[
@@ -64,11 +66,7 @@ impl SchedulerFile {
     /// Reads a diffusers `scheduler_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&text, &path.display().to_string())
+        Self::from_json_str(&read_text(path)?, &path.display().to_string())
     }
 
     /// Parses the text of a scheduler configuration; `source_name` names it in errors. Keys
@@ -76,15 +74,10 @@ impl SchedulerFile {
     /// `linspace` spacing); null values stand for the default; options this crate does not
     /// run are errors naming the key.
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Self> {
-        let mut map = parse_json_object(text, source_name)?;
-        let fields = Fields {
-            map: &map,
-            source_name,
-        };
-        let class_name = fields.string("_class_name", "DDPMScheduler")?;
+        let json = JsonObject::parse_python(text, source_name)?;
+        let class_name = json.string("_class_name", "DDPMScheduler")?;
         if !CLASSES.contains(&class_name.as_str()) {
-            return Err(config_error(
-                source_name,
+            return Err(json.error(
                 "_class_name",
                 format!(
                     "{class_name} is not supported; expected one of {}",
@@ -94,19 +87,23 @@ impl SchedulerFile {
         }
         let solver = !matches!(class_name.as_str(), "DDPMScheduler" | "DDIMScheduler");
         let method = if solver {
-            solver_method(&class_name, &fields)?
+            solver_method(&class_name, &json)?
         } else if class_name == "DDIMScheduler" {
             Method::ddim(0.0)
         } else {
             Method::Ddpm
         };
-        let mut config_map: Map<String, Value> = Map::new();
+        let mut map: Map<String, Value> = Map::new();
         if solver {
-            map.retain(|key, value| !value.is_null() && !SOLVER_KEYS.contains(&key.as_str()));
-            config_map.insert("timestep_spacing".into(), "linspace".into());
+            map.insert("timestep_spacing".into(), "linspace".into());
         }
-        config_map.extend(map);
-        let config = SchedulerConfig::from_map(&config_map, source_name)?;
+        map.extend(json.map.into_iter().filter(|(key, value)| {
+            !solver || (!value.is_null() && !SOLVER_KEYS.contains(&key.as_str()))
+        }));
+        let config = SchedulerConfig::from_json(&JsonObject {
+            source_name: json.source_name,
+            map,
+        })?;
         Ok(Self {
             class_name,
             config,
@@ -115,29 +112,17 @@ impl SchedulerFile {
     }
 }
 
-fn config_error(source_name: &str, key: &str, message: String) -> Error {
-    Error::Config {
-        source_name: source_name.to_string(),
-        key: key.to_string(),
-        message,
-    }
-}
-
 /// Refuses a key whose value differs from the one default this crate runs.
-fn require(fields: &Fields<'_>, key: &str, ok: bool) -> Result<()> {
+fn require(json: &JsonObject, key: &str, ok: bool) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        let found = fields.map.get(key).cloned().unwrap_or(Value::Null);
-        Err(config_error(
-            fields.source_name,
-            key,
-            format!("{found} is not supported here"),
-        ))
+        let found = json.map.get(key).unwrap_or(&Value::Null);
+        Err(json.error(key, format!("{found} is not supported here")))
     }
 }
 
-fn final_sigmas(fields: &Fields<'_>) -> Result<FinalSigma> {
+fn final_sigmas(fields: &JsonObject) -> Result<FinalSigma> {
     fields.choice(
         "final_sigmas_type",
         FinalSigma::Zero,
@@ -148,7 +133,7 @@ fn final_sigmas(fields: &Fields<'_>) -> Result<FinalSigma> {
     )
 }
 
-fn solver_method(class_name: &str, f: &Fields<'_>) -> Result<Method> {
+fn solver_method(class_name: &str, f: &JsonObject) -> Result<Method> {
     for key in [
         "use_exponential_sigmas",
         "use_beta_sigmas",
@@ -156,7 +141,7 @@ fn solver_method(class_name: &str, f: &Fields<'_>) -> Result<Method> {
     ] {
         require(f, key, !f.bool(key, false)?)?;
     }
-    let is_null = |key: &str| f.map.get(key).is_none_or(Value::is_null);
+    let is_null = |key: &str| f.non_null(key).is_none();
     let karras = f.bool("use_karras_sigmas", false)?;
     Ok(match class_name {
         "DPMSolverMultistepScheduler" => {
@@ -223,7 +208,7 @@ fn solver_method(class_name: &str, f: &Fields<'_>) -> Result<Method> {
                 )?,
                 predict_x0: f.bool("predict_x0", true)?,
                 lower_order_final: f.bool("lower_order_final", true)?,
-                disable_corrector: f.usize_list("disable_corrector")?,
+                disable_corrector: f.usize_list("disable_corrector", &[])?,
                 use_karras_sigmas: karras,
                 final_sigmas_type: final_sigmas(f)?,
             })

@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value};
-
-use super::fields::{Fields, parse_json_object};
+use crate::config_json::{JsonObject, read_text};
 use crate::error::{Error, Result};
 
 /// How the betas are laid out over the training timesteps (diffusers' `beta_schedule`).
@@ -131,11 +129,7 @@ impl SchedulerConfig {
     /// Reads a diffusers `scheduler_config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&text, &path.display().to_string())
+        Self::from_json_str(&read_text(path)?, &path.display().to_string())
     }
 
     /// Parses the text of a diffusers `scheduler_config.json`; `source_name` names it in errors.
@@ -144,19 +138,17 @@ impl SchedulerConfig {
     /// keys are ignored with a warning; a value of the wrong type or out of range is an error
     /// naming the key.
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Self> {
-        Self::from_map(&parse_json_object(text, source_name)?, source_name)
+        Self::from_json(&JsonObject::parse_python(text, source_name)?)
     }
 
     /// [`from_json_str`](Self::from_json_str) on a parsed JSON object.
-    pub(crate) fn from_map(map: &Map<String, Value>, source_name: &str) -> Result<Self> {
-        let fields = Fields { map, source_name };
+    pub(crate) fn from_json(json: &JsonObject) -> Result<Self> {
         let defaults = Self::default();
         let config = Self {
-            num_train_timesteps: fields
-                .usize("num_train_timesteps", defaults.num_train_timesteps)?,
-            beta_start: fields.f64("beta_start", defaults.beta_start)?,
-            beta_end: fields.f64("beta_end", defaults.beta_end)?,
-            beta_schedule: fields.choice(
+            num_train_timesteps: json.usize("num_train_timesteps", defaults.num_train_timesteps)?,
+            beta_start: json.f64("beta_start", defaults.beta_start)?,
+            beta_end: json.f64("beta_end", defaults.beta_end)?,
+            beta_schedule: json.choice(
                 "beta_schedule",
                 defaults.beta_schedule,
                 &[
@@ -166,10 +158,10 @@ impl SchedulerConfig {
                     ("sigmoid", BetaSchedule::Sigmoid),
                 ],
             )?,
-            trained_betas: fields.optional_f64_list("trained_betas")?,
-            rescale_betas_zero_snr: fields
+            trained_betas: json.optional_f64_list("trained_betas")?,
+            rescale_betas_zero_snr: json
                 .bool("rescale_betas_zero_snr", defaults.rescale_betas_zero_snr)?,
-            variance_type: fields.choice(
+            variance_type: json.choice(
                 "variance_type",
                 defaults.variance_type,
                 &[
@@ -181,9 +173,9 @@ impl SchedulerConfig {
                     ("learned_range", VarianceType::LearnedRange),
                 ],
             )?,
-            clip_sample: fields.bool("clip_sample", defaults.clip_sample)?,
-            clip_sample_range: fields.f64("clip_sample_range", defaults.clip_sample_range)?,
-            prediction_type: fields.choice(
+            clip_sample: json.bool("clip_sample", defaults.clip_sample)?,
+            clip_sample_range: json.f64("clip_sample_range", defaults.clip_sample_range)?,
+            prediction_type: json.choice(
                 "prediction_type",
                 defaults.prediction_type,
                 &[
@@ -192,13 +184,13 @@ impl SchedulerConfig {
                     ("sample", PredictionType::Sample),
                 ],
             )?,
-            thresholding: fields.bool("thresholding", defaults.thresholding)?,
-            dynamic_thresholding_ratio: fields.f64(
+            thresholding: json.bool("thresholding", defaults.thresholding)?,
+            dynamic_thresholding_ratio: json.f64(
                 "dynamic_thresholding_ratio",
                 defaults.dynamic_thresholding_ratio,
             )?,
-            sample_max_value: fields.f64("sample_max_value", defaults.sample_max_value)?,
-            timestep_spacing: fields.choice(
+            sample_max_value: json.f64("sample_max_value", defaults.sample_max_value)?,
+            timestep_spacing: json.choice(
                 "timestep_spacing",
                 defaults.timestep_spacing,
                 &[
@@ -207,15 +199,16 @@ impl SchedulerConfig {
                     ("trailing", TimestepSpacing::Trailing),
                 ],
             )?,
-            steps_offset: fields.usize("steps_offset", defaults.steps_offset)?,
-            set_alpha_to_one: fields.bool("set_alpha_to_one", defaults.set_alpha_to_one)?,
+            steps_offset: json.usize("steps_offset", defaults.steps_offset)?,
+            set_alpha_to_one: json.bool("set_alpha_to_one", defaults.set_alpha_to_one)?,
         };
-        for key in map.keys() {
-            if !key.starts_with('_') && !KNOWN_KEYS.contains(&key.as_str()) {
-                log::warn!("{source_name}: ignoring unknown scheduler key `{key}`");
-            }
+        for key in json.unknown_keys(KNOWN_KEYS) {
+            log::warn!(
+                "{}: ignoring unknown scheduler key `{key}`",
+                json.source_name
+            );
         }
-        config.validate(source_name)?;
+        config.validate(&json.source_name)?;
         Ok(config)
     }
 

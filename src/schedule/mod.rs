@@ -3,11 +3,9 @@
 
 mod betas;
 mod config;
-mod fields;
 mod sigmas;
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
-pub(crate) use fields::{Fields, parse_json_object};
 pub use sigmas::{FinalSigma, SigmaSpacing, SigmaTable};
 
 use crate::error::{Error, Result};

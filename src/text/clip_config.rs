@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::json::{JsonObject, read_text};
+use crate::config_json::{JsonObject, read_text};
 use crate::error::Result;
 
 /// The activation of the text encoder's MLPs (`hidden_act`).

@@ -17,7 +17,6 @@
 //! ```
 
 pub mod clip_config;
-pub(crate) mod json;
 pub mod pipeline_files;
 pub mod tokenizer;
 mod tokenizer_files;

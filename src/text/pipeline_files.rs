@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::clip_config::ClipTextConfig;
-use super::json::JsonObject;
 use super::tokenizer::ClipTokenizer;
 use super::vae_config::VaeConfig;
+use crate::config_json::JsonObject;
 use crate::error::{Error, Result};
 
 /// A model part of the folder: its config and weight files.

@@ -38,10 +38,10 @@ use std::path::Path;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
-use super::json::{JsonObject, read_text};
 use super::tokenizer_files::{
     END_OF_WORD, Special, TokenizerData, byte_chars, from_tokenizer_json, from_vocab_and_merges,
 };
+use crate::config_json::{JsonObject, read_text};
 use crate::error::Result;
 
 /// CLIP's pre-tokenizer pattern (transformers' `CLIPTokenizer`).

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
-use super::json::JsonObject;
+use crate::config_json::JsonObject;
 use crate::error::{Error, Result};
 
 /// Marks the last symbol of a word.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::json::{JsonObject, read_text};
+use crate::config_json::{JsonObject, read_text};
 use crate::error::Result;
 
 /// The `AutoencoderKL` configuration.

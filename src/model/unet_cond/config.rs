@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::config_json::{JsonObject, read_text};
 use crate::error::Result;
-use crate::text::json::{JsonObject, read_text};
 
 /// A down block of a conditional U-Net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,8 @@ mod validate;
 
 use serde_json::Value;
 
-use crate::config_json::Fields;
-use crate::error::{Error, Result};
+use crate::config_json::{JsonObject, read_text};
+use crate::error::Result;
 use crate::nn::TimeScaleShift;
 
 /// A down block type (diffusers' `down_block_types` entries).
@@ -216,11 +216,7 @@ const UP_BLOCK_TYPES: &[(&str, UpBlockType)] = &[
 impl UnetConfig {
     /// Reads a diffusers `UNet2DModel` `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json_str(&text, &path.display().to_string())
+        Self::from_json_str(&read_text(path)?, &path.display().to_string())
     }
 
     /// Parses the text of a diffusers `UNet2DModel` `config.json`; `source_name` names it in
@@ -231,27 +227,16 @@ impl UnetConfig {
     /// `UNet2DModel` parameter, a value of the wrong type, an unsupported option or an
     /// inconsistent channel layout is an error naming the key.
     pub fn from_json_str(text: &str, source_name: &str) -> Result<Self> {
-        let fields = Fields { source_name };
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| fields.error("(file)", format!("not JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(fields.error("(file)", "expected a JSON object".into()));
-        };
-
-        if let Some(class) = map.get("_class_name") {
+        let json = JsonObject::parse(text, source_name)?;
+        if let Some(class) = json.map.get("_class_name") {
             if class.as_str() != Some("UNet2DModel") {
-                return Err(fields.error(
+                return Err(json.error(
                     "_class_name",
                     format!("expected \"UNet2DModel\", got {class}; only UNet2DModel is supported"),
                 ));
             }
         }
-        let mut unknown: Vec<&str> = map
-            .keys()
-            .map(String::as_str)
-            .filter(|key| !key.starts_with('_') && !KNOWN_KEYS.contains(key))
-            .collect();
-        unknown.sort_unstable();
+        let unknown = json.unknown_keys(KNOWN_KEYS);
         if let Some(first) = unknown.first() {
             let message = if unknown.len() == 1 {
                 "not a UNet2DModel parameter".to_string()
@@ -265,18 +250,18 @@ impl UnetConfig {
                         .join(", ")
                 )
             };
-            return Err(fields.error(first, message));
+            return Err(json.error(first, message));
         }
 
         // Options this crate only supports one value of: checked, then dropped.
-        fields.supported_str(&map, "act_fn", &["silu", "swish"], false)?;
-        fields.supported_str(&map, "time_embedding_type", &["positional"], false)?;
-        fields.supported_str(&map, "downsample_type", &["conv"], true)?;
-        fields.supported_str(&map, "upsample_type", &["conv"], true)?;
-        match map.get("class_embed_type") {
+        json.check_supported("act_fn", &["silu", "swish"], false)?;
+        json.check_supported("time_embedding_type", &["positional"], false)?;
+        json.check_supported("downsample_type", &["conv"], true)?;
+        json.check_supported("upsample_type", &["conv"], true)?;
+        match json.map.get("class_embed_type") {
             None | Some(Value::Null) => {}
             Some(other) => {
-                return Err(fields.error(
+                return Err(json.error(
                     "class_embed_type",
                     format!(
                         "unsupported value {other} (supported: null, i.e. class conditioning \
@@ -285,80 +270,57 @@ impl UnetConfig {
                 ));
             }
         }
-        match map.get("dropout") {
+        match json.map.get("dropout") {
             None | Some(Value::Number(_)) => {}
             Some(other) => {
-                return Err(fields.error("dropout", format!("expected a number, got {other}")));
+                return Err(json.error("dropout", format!("expected a number, got {other}")));
             }
         }
         // `num_train_timesteps` only matters to the "learned" time embedding: any value.
 
         let defaults = Self::default();
-        let mid_block = match map.get("mid_block_type") {
+        let mid_block = match json.map.get("mid_block_type") {
             None => defaults.mid_block,
             Some(Value::Null) => false,
             Some(Value::String(s)) if s == "UNetMidBlock2D" => true,
             Some(other) => {
-                return Err(fields.error(
+                return Err(json.error(
                     "mid_block_type",
                     format!("unsupported value {other} (supported: UNetMidBlock2D, null)"),
                 ));
             }
         };
         let config = Self {
-            sample_size: fields.optional_usize(&map, "sample_size", defaults.sample_size)?,
-            in_channels: fields.usize(&map, "in_channels", defaults.in_channels)?,
-            out_channels: fields.usize(&map, "out_channels", defaults.out_channels)?,
-            center_input_sample: fields.bool(
-                &map,
-                "center_input_sample",
-                defaults.center_input_sample,
-            )?,
-            flip_sin_to_cos: fields.bool(&map, "flip_sin_to_cos", defaults.flip_sin_to_cos)?,
-            freq_shift: fields.f64(&map, "freq_shift", defaults.freq_shift)?,
-            down_block_types: fields.choice_list(
-                &map,
+            sample_size: json.optional_usize("sample_size", defaults.sample_size)?,
+            in_channels: json.usize("in_channels", defaults.in_channels)?,
+            out_channels: json.usize("out_channels", defaults.out_channels)?,
+            center_input_sample: json.bool("center_input_sample", defaults.center_input_sample)?,
+            flip_sin_to_cos: json.bool("flip_sin_to_cos", defaults.flip_sin_to_cos)?,
+            freq_shift: json.f64("freq_shift", defaults.freq_shift)?,
+            down_block_types: json.choice_list(
                 "down_block_types",
                 defaults.down_block_types,
                 DOWN_BLOCK_TYPES,
             )?,
             mid_block,
-            up_block_types: fields.choice_list(
-                &map,
+            up_block_types: json.choice_list(
                 "up_block_types",
                 defaults.up_block_types,
                 UP_BLOCK_TYPES,
             )?,
-            block_out_channels: fields.usize_list(
-                &map,
-                "block_out_channels",
-                defaults.block_out_channels,
-            )?,
-            layers_per_block: fields.usize(&map, "layers_per_block", defaults.layers_per_block)?,
-            mid_block_scale_factor: fields.f64(
-                &map,
-                "mid_block_scale_factor",
-                defaults.mid_block_scale_factor,
-            )?,
-            downsample_padding: fields.usize(
-                &map,
-                "downsample_padding",
-                defaults.downsample_padding,
-            )?,
-            attention_head_dim: fields.optional_usize(
-                &map,
-                "attention_head_dim",
-                defaults.attention_head_dim,
-            )?,
-            norm_num_groups: fields.usize(&map, "norm_num_groups", defaults.norm_num_groups)?,
-            attn_norm_num_groups: fields.optional_usize(
-                &map,
-                "attn_norm_num_groups",
-                defaults.attn_norm_num_groups,
-            )?,
-            norm_eps: fields.f64(&map, "norm_eps", defaults.norm_eps)?,
-            resnet_time_scale_shift: fields.choice(
-                &map,
+            block_out_channels: json
+                .usize_list("block_out_channels", &defaults.block_out_channels)?,
+            layers_per_block: json.usize("layers_per_block", defaults.layers_per_block)?,
+            mid_block_scale_factor: json
+                .f64("mid_block_scale_factor", defaults.mid_block_scale_factor)?,
+            downsample_padding: json.usize("downsample_padding", defaults.downsample_padding)?,
+            attention_head_dim: json
+                .optional_usize("attention_head_dim", defaults.attention_head_dim)?,
+            norm_num_groups: json.usize("norm_num_groups", defaults.norm_num_groups)?,
+            attn_norm_num_groups: json
+                .optional_usize("attn_norm_num_groups", defaults.attn_norm_num_groups)?,
+            norm_eps: json.f64("norm_eps", defaults.norm_eps)?,
+            resnet_time_scale_shift: json.choice(
                 "resnet_time_scale_shift",
                 defaults.resnet_time_scale_shift,
                 &[
@@ -366,17 +328,10 @@ impl UnetConfig {
                     ("scale_shift", TimeScaleShift::ScaleShift),
                 ],
             )?,
-            add_attention: fields.bool(&map, "add_attention", defaults.add_attention)?,
-            num_class_embeds: fields.optional_usize(
-                &map,
-                "num_class_embeds",
-                defaults.num_class_embeds,
-            )?,
-            time_embedding_dim: fields.optional_usize(
-                &map,
-                "time_embedding_dim",
-                defaults.time_embedding_dim,
-            )?,
+            add_attention: json.bool("add_attention", defaults.add_attention)?,
+            num_class_embeds: json.optional_usize("num_class_embeds", defaults.num_class_embeds)?,
+            time_embedding_dim: json
+                .optional_usize("time_embedding_dim", defaults.time_embedding_dim)?,
         };
         config.validate(source_name)?;
         Ok(config)

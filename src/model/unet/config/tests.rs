@@ -2,6 +2,7 @@
 
 use super::super::blocks::UnetLayout;
 use super::*;
+use crate::Error;
 
 const UNET_SMALL: &str =
     include_str!("../../../../tests/fixtures/diffusers/unet_small/config.json");
