@@ -132,7 +132,7 @@ fn vae_config_values_are_checked() {
         vae_config_with("scaling_factor", Some("\"x\"")),
         file,
         "scaling_factor",
-        "finite number",
+        "expected a number",
     );
     assert_config_error(
         vae_config_with("latents_mean", Some("[0.1, 0.2, 0.3, 0.4]")),

@@ -222,7 +222,10 @@ fn solver_scheduler_files_and_settings() {
         (
             "UniPC corrector list of strings",
             r#"{"_class_name": "UniPCMultistepScheduler", "disable_corrector": ["a"]}"#,
-            Want::Config("disable_corrector", "list of non-negative integers"),
+            Want::Config(
+                "disable_corrector",
+                "entry 0: expected a non-negative integer",
+            ),
         ),
         (
             "a bad shared key in a solver file",
