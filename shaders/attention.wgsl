@@ -1,40 +1,27 @@
-// Multi-head self-attention over the spatial tokens of an NCHW tensor, as three kernels with no
-// workgroup barriers (barriers are very costly on CPU Vulkan):
-//   1. `matmul`   scores S[z] = scale * Q^T K, [N, N] per slice z = (batch item b, head h)
-//   2. `softmax`  each row of S[z] in place, numerically stable (max subtracted)
-//   3. `matmul`   out[b, h*d + j, n] = sum_m V[j, m] S[z][n, m], i.e. V S^T
+// A batched, strided matrix product C = scale * A B (`matmul`): the GEMM ceiling `bench`
+// compares the convolutions with (src/nn/profile.rs). The attention itself is the fused kernel
+// in flash_attention.wgsl, which declares the same Operand struct (one Rust mirror for both).
 //
 // Bindings (group 0):
 //   0 params  uniform AttentionParams (below)
-//   1 a       storage read f32: the left operand A (M x K) of `matmul`
-//   2 b       storage read f32: the right operand B (K x N) of `matmul`
-//   3 c       storage read_write f32: the result C (M x N) of `matmul`; the rows `softmax`
-//             normalises (a and b are not read by `softmax`)
+//   1 a       storage read f32: the left operand A (M x K)
+//   2 b       storage read f32: the right operand B (K x N)
+//   3 c       storage read_write f32: the result C (M x N)
 //
-// Tensor layout: the attention input is the fused q/k/v projection qkv [B, 3C, N] (q in
-// channels [0, C), k in [C, 2C), v in [2C, 3C); head h uses channels h*d..(h+1)*d of each), the
-// output is [B, C, N], and the scores are [slices, N, N] (row n = query, column m = key). Each
-// operand is addressed through an Operand of strides, so one matmul entry point serves both
-// products: element (r, c) of slice z is at
-//   offset + (s / heads) * batch + (s % heads) * head + z * slice + r * row + c * col,
-// where s = first + z is the global (b, h) index b * heads + h. The scores tensor only holds
-// the slices of one dispatch; the host splits the B * heads slices into dispatches whose
-// scores fit the storage-binding limit (N * N * 4 bytes per slice: 64 MiB at N = 4096).
+// Each operand is addressed through an Operand of strides: element (r, c) of slice z is at
+//   offset + (z / heads) * batch + (z % heads) * head + z * slice + r * row + c * col,
+// so transposes and batched (b, h) slices need no copies.
 //
-// Work mapping of `matmul`: each invocation computes a register block of BLOCK_M rows x BLOCK_N
-// columns (16 x 16) of one slice, accumulating in f32 over K; per step of K it loads 16 values
-// of A and 16 of B for 256 FMAs (on lavapipe every storage-buffer load costs far more than an
-// FMA, and loops are not unrolled, so the block is written out by hand with constant indices).
-// Each invocation reads its operands straight from storage: sharing tiles through workgroup
-// memory needs barriers, which cost more than the loads they save there.
+// Work mapping: each invocation computes a register block of BLOCK_M rows x BLOCK_N columns
+// (16 x 16) of one slice, accumulating in f32 over K; per step of K it loads 16 values of A and
+// 16 of B for 256 FMAs (on lavapipe every storage-buffer load costs far more than an FMA, and
+// loops are not unrolled, so the block is written out by hand with constant indices). Each
+// invocation reads its operands straight from storage: sharing tiles through workgroup memory
+// needs barriers, which cost more than the loads they save there.
 // Blocks run over (slice, row block, column block), column block fastest; the flat invocation
 // index is (workgroup.y * num_workgroups.x + workgroup.x) * WORKGROUP_SIZE + local (the grid is
 // folded into 2-D when it exceeds the per-dimension limit). Rows and columns past the edges load
 // clamped addresses and skip their stores, so any M, N, K work.
-//
-// Work mapping of `softmax`: one invocation per row (slice, r) of the M x N matrix C, with the
-// same flat index; an online pass computes the row max and the sum of exp(x - max), a second
-// pass writes exp(x - max) / sum.
 
 struct Operand {
     offset: u32,
@@ -48,18 +35,16 @@ struct Operand {
 }
 
 struct AttentionParams {
-    // C is M x N; K is the inner dimension of `matmul`.
+    // C is M x N; K is the inner dimension.
     m: u32,
     n: u32,
     k: u32,
     heads: u32,
-    // Global index of the dispatch's first slice, and its slice count.
-    first: u32,
     slices: u32,
-    // Factor applied to every product of `matmul`.
+    // Factor applied to every product.
     scale: f32,
-    // 1: `softmax` masks column c of row r when c > r (a causal self-attention).
-    causal: u32,
+    _pad0: u32,
+    _pad1: u32,
     a: Operand,
     b: Operand,
     c: Operand,
@@ -76,15 +61,13 @@ struct AttentionParams {
 override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK_M: u32 = 16u;
 const BLOCK_N: u32 = 16u;
-const LOWEST: f32 = -3.0e38;
 
 // acc[4 * r + q]: row m0 + r, columns n0 + 4 * q + 0..3.
 var<private> acc: array<vec4<f32>, 64>;
 
 // Index of element (0, 0) of slice z of `o`.
 fn slice_base(o: Operand, z: u32) -> u32 {
-    let s = p.first + z;
-    return o.offset + (s / p.heads) * o.batch + (s % p.heads) * o.head + z * o.slice;
+    return o.offset + (z / p.heads) * o.batch + (z % p.heads) * o.head + z * o.slice;
 }
 
 // The flat invocation index.
@@ -198,37 +181,5 @@ fn store_row(base: u32, row: u32, n0: u32, v: array<vec4<f32>, 4>) {
             return;
         }
         c[at + col * p.c.col] = p.scale * v[j / 4u][j % 4u];
-    }
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn softmax(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let index = flat(group, groups, local);
-    if (index >= p.slices * p.m) {
-        return;
-    }
-    let z = index / p.m;
-    let row = index % p.m;
-    let start = slice_base(p.c, z) + row * p.c.row;
-    let count = select(p.n, min(p.n, row + 1u), p.causal == 1u);
-    let end = start + count * p.c.col;
-    var row_max = LOWEST;
-    var sum = 0.0;
-    for (var at = start; at < end; at += p.c.col) {
-        let x = c[at];
-        let new_max = max(row_max, x);
-        sum = sum * exp(row_max - new_max) + exp(x - new_max);
-        row_max = new_max;
-    }
-    let inv_sum = 1.0 / sum;
-    for (var at = start; at < end; at += p.c.col) {
-        c[at] = exp(c[at] - row_max) * inv_sum;
-    }
-    for (var at = end; at < start + p.n * p.c.col; at += p.c.col) {
-        c[at] = 0.0;
     }
 }

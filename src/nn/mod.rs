@@ -12,7 +12,7 @@
 //! | convolution (and 1x1 projections) | `conv` | shaders/conv2d.wgsl |
 //! | group norm | `norm` | shaders/group_norm.wgsl |
 //! | linear | `linear` | shaders/linear.wgsl |
-//! | attention products and softmax | `attention` | shaders/attention.wgsl |
+//! | fused attention, strided matmul | `attention` | shaders/flash_attention.wgsl, shaders/attention.wgsl |
 //! | affine map, sum, concatenation | `elementwise` | shaders/elementwise.wgsl |
 //!
 //! `resnet` composes norm, conv and linear into diffusers' `ResnetBlock2D`; `mid_block`

@@ -85,8 +85,8 @@ pub(crate) fn profile_graph(
     Ok(ForwardProfile { timer, families })
 }
 
-/// GPU seconds of one plain row-major matrix product of `shape` (the kernel the attention
-/// uses, on random operands), median of `repeats`: the ceiling `bench` compares the
+/// GPU seconds of one plain row-major matrix product of `shape` (attention.wgsl's
+/// register-blocked matmul, on random operands), median of `repeats`: the ceiling `bench` compares the
 /// convolutions with.
 pub fn profile_gemm(gpu: &Gpu, shape: MatmulShape, repeats: usize) -> Result<f64> {
     let mut g = GraphBuilder::new(gpu);
