@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU device check of issue 12, in one run of at most 8 minutes on a GPU machine:
 #   1. build (release), 2. `info`, 3. the parity tests on the default adapter (the U-Net
-#   forward against diffusers for the adapter's kernels and for every tile and split-K factor
-#   of the tiled convolution; every convolution kernel against an f64 reference),
-#   4. `bench --arch ddpm-cifar10-32 --batch 1,16,64`, 5. the bundled model at
+#   forward against diffusers for the adapter's kernels, for every tile and split-K factor
+#   of the tiled convolution and autotuned; every convolution kernel against an f64
+#   reference), 4. `bench --arch ddpm-cifar10-32 --batch 1,16,64` (autotuned: `--autotune
+#   quick`, the CLI's default, whose plans the JSON lists), 5. the bundled model at
 #   `--batch 1,16,256`, both with `--peer python3 --peer-device cuda` when PyTorch sees CUDA,
-#   6. the same cifar10 batches with the previous GPU convolution (`--block-size small`), the
-#   "before" of the kernel log. Step limits add up to 8 minutes.
+#   6. the same cifar10 batches with the shape rule (`--autotune off`) and with the previous
+#   GPU convolution (`--block-size small`), the "before"s of the kernel log. Step limits add
+#   up to 8 minutes.
 # Every step's output goes under benches/results/device-check-<UTC time>/ (JSON for the
 # benches); a step that fails is reported and the script goes on, exiting 1 at the end.
 #
@@ -25,10 +27,13 @@ QUICK=${DEVICE_CHECK_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     CIFAR_BATCHES=1; BUNDLED_BATCHES=1; REPEATS=1; STEPS=0; PROFILE=(--no-profile)
     TESTS=(--lib conv::tests)
+    LIB_TESTS=()
     SLOW=10 # a software adapter: step limits x10
 else
     CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=()
-    TESTS=(--test unet_forward --lib conv::tests)
+    # Two steps: cargo applies a test-name filter to every target it runs.
+    TESTS=(--test unet_forward --test autotune)
+    LIB_TESTS=(--lib conv::)
     SLOW=1
 fi
 FAILED=()
@@ -59,8 +64,11 @@ bench() {
 }
 
 step build 200 cargo build --release
-step info 20 "$BIN" info
-step parity 120 cargo test --release "${TESTS[@]}"
+step info 10 "$BIN" info
+step parity 60 cargo test --release "${TESTS[@]}"
+if [ ${#LIB_TESTS[@]} -gt 0 ]; then
+    step parity-conv 60 cargo test --release "${LIB_TESTS[@]}"
+fi
 
 PEER=()
 if python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
@@ -70,10 +78,14 @@ else
     echo "   no PyTorch with CUDA: benches without the peer"
 fi
 COMMON=(--repeats "$REPEATS" --steps "$STEPS" "${PROFILE[@]}")
-bench cifar10 60 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}"
+bench cifar10 60 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}" \
+    --autotune quick
 bench bundled 50 --batch "$BUNDLED_BATCHES" "${COMMON[@]}" "${PEER[@]}"
-# The convolution before the tiled one, same batches, for the kernel log (no profile, no peer).
-bench cifar10-small-blocks 30 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+# The shape rule instead of autotuned plans, then the convolution before the tiled one, same
+# batches, for the kernel log (no profile, no peer).
+bench cifar10-autotune-off 20 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --autotune off
+bench cifar10-small-blocks 20 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --block-size small
 
 echo "== done in ${SECONDS}s: $OUT"

@@ -1,6 +1,7 @@
 //! The GPU layer: the device and queue (opened here or borrowed from the host app), the
 //! compute-kernel cache and the tensor type. Knows nothing about diffusion.
 
+mod autotune_cache;
 mod kernel;
 mod limits;
 mod pipeline_cache;
@@ -11,6 +12,7 @@ mod texels;
 mod timer;
 mod tuning;
 
+pub use autotune_cache::AutotuneReport;
 pub use kernel::{
     Binding, Kernel, KernelSpec, ParamsLayout, WORKGROUP_SIZE, WORKGROUP_SIZE_OVERRIDE,
     WorkgroupSize,
@@ -19,13 +21,14 @@ pub use pipeline_cache::default_dir as default_pipeline_cache_dir;
 pub use tensor::GpuTensor;
 pub use texels::TexelTable;
 pub use timer::GpuTimer;
-pub use tuning::{BlockSize, ConvTiles, GemmTile, TUNING_ENV, Tuning};
+pub use tuning::{Autotune, BlockSize, ConvTiles, GemmTile, TUNING_ENV, TiledChoice, Tuning};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use autotune_cache::AutotuneCache;
 use pipeline_cache::PipelineCacheFile;
 
 /// How to pick the adapter when [`Gpu::new`] opens its own device.
@@ -48,6 +51,13 @@ pub struct GpuOptions {
     /// directory. The cache is saved by [`Gpu::save_pipeline_cache`] and when the `Gpu` is
     /// dropped; a cache that cannot be read or written is logged as a warning, never an error.
     pub pipeline_cache_dir: Option<PathBuf>,
+    /// Whether the tiled convolutions' tiles and split-K factors are measured per layer shape
+    /// on this adapter ([`Autotune`]; default [`Autotune::Off`], the shape rule).
+    pub autotune: Autotune,
+    /// Where to keep the [`Autotune`] choices between runs (a small text file per adapter,
+    /// driver and mode); `None` keeps them for the device's lifetime only. The platform's
+    /// cache directory is [`default_pipeline_cache_dir`].
+    pub autotune_cache_dir: Option<PathBuf>,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels.
@@ -62,6 +72,9 @@ pub struct Gpu {
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
     pipeline_cache: Option<PipelineCacheFile>,
+    /// The autotune choices (`None`: [`Autotune::Off`]) and where they are kept.
+    autotune: Option<AutotuneCache>,
+    autotune_dir: Option<PathBuf>,
 }
 
 /// What wgpu reports outside any error scope (an uncaptured error, the device's loss), kept
@@ -209,7 +222,7 @@ impl Gpu {
             .pipeline_cache_dir
             .as_deref()
             .and_then(|dir| PipelineCacheFile::open(&device, &info, dir));
-        Ok(Self {
+        let gpu = Self {
             device,
             queue,
             tuning,
@@ -217,7 +230,10 @@ impl Gpu {
             kernels: Mutex::default(),
             errors,
             pipeline_cache,
-        })
+            autotune: None,
+            autotune_dir: None,
+        };
+        Ok(gpu.with_autotune(options.autotune, options.autotune_cache_dir.clone()))
     }
 
     /// Wraps a device and queue the host app already has, so the sampler shares its renderer's
@@ -240,6 +256,8 @@ impl Gpu {
             kernels: Mutex::default(),
             errors: Arc::default(),
             pipeline_cache: None,
+            autotune: None,
+            autotune_dir: None,
         }
     }
 
@@ -363,7 +381,51 @@ impl Gpu {
     pub fn with_tuning(mut self, tuning: Tuning) -> Self {
         self.tuning = tuning;
         self.kernels = Mutex::default();
+        let mode = self.autotune();
+        let dir = self.autotune_dir.take();
+        self.with_autotune(mode, dir)
+    }
+
+    /// Sets the [`Autotune`] mode and where its choices are kept (see
+    /// [`GpuOptions::autotune_cache_dir`]), dropping the choices made so far; the file is
+    /// looked up for this adapter, mode and [`Tuning`], so call it after [`Gpu::with_tuning`]
+    /// or let that carry the mode over.
+    pub fn with_autotune(mut self, mode: Autotune, cache_dir: Option<PathBuf>) -> Self {
+        let adapter = match &self.adapter_info {
+            Some(info) => format!(
+                "{}; driver {} {}; {:?}; {:?}",
+                info.name, info.driver, info.driver_info, info.backend, info.device_type
+            ),
+            None => "(app-provided device)".to_string(),
+        };
+        self.autotune = (mode != Autotune::Off).then(|| {
+            AutotuneCache::open(
+                mode,
+                &adapter,
+                &self.tuning,
+                &self.device.limits(),
+                cache_dir.as_deref(),
+            )
+        });
+        self.autotune_dir = cache_dir;
         self
+    }
+
+    /// The [`Autotune`] mode.
+    pub fn autotune(&self) -> Autotune {
+        self.autotune
+            .as_ref()
+            .map_or(Autotune::Off, AutotuneCache::mode)
+    }
+
+    /// What autotuning chose so far (`None` with [`Autotune::Off`]).
+    pub fn autotune_report(&self) -> Option<AutotuneReport> {
+        self.autotune.as_ref().map(AutotuneCache::report)
+    }
+
+    /// The autotune state, for the layers that are tuned (`None` with [`Autotune::Off`]).
+    pub(crate) fn autotune_cache(&self) -> Option<&AutotuneCache> {
+        self.autotune.as_ref()
     }
 
     /// Waits until all submitted work has finished, then [`check`](Gpu::check)s for errors.

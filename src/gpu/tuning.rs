@@ -127,6 +127,26 @@ impl GemmTile {
     /// Every tile, largest first.
     pub const ALL: [GemmTile; 3] = [GemmTile::M64N64, GemmTile::M32N64, GemmTile::M32N32];
 
+    /// `64x64`, `32x64` or `32x32` (reports, the autotune cache).
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmTile::M64N64 => "64x64",
+            GemmTile::M32N64 => "32x64",
+            GemmTile::M32N32 => "32x32",
+        }
+    }
+
+    /// The tile [`GemmTile::name`] names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tile| tile.name() == name)
+    }
+
+    /// Invocations of one workgroup (4 x 4 outputs each).
+    pub fn invocations(self) -> u32 {
+        let (m, n) = self.shape();
+        (m * n / 16) as u32
+    }
+
     /// (rows = output channels, columns = output pixels) of the tile.
     pub fn shape(self) -> (usize, usize) {
         match self {
@@ -137,9 +157,73 @@ impl GemmTile {
     }
 }
 
+/// Whether the tiled convolutions' tile and split-K factor are chosen by measurement on the
+/// adapter ([`GpuOptions::autotune`](super::GpuOptions::autotune)): each distinct layer shape,
+/// the first time a graph records it, has its candidates timed with timestamp queries and keeps
+/// the fastest. Only the GPU kernel set ([`BlockSize::Tiled`] with [`ConvTiles::Auto`]) is
+/// tuned; elsewhere it changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Autotune {
+    /// The shape rule of [`ConvTiles::Auto`], nothing measured (the library's default).
+    #[default]
+    Off,
+    /// The likely candidates (no split-K where the unsplit tile launches enough workgroups,
+    /// splits of at least 4 K steps), 3 timed runs after a warm-up, within a budget of
+    /// [`Autotune::QUICK_BUDGET_SECONDS`] per device: layer shapes met once it is spent keep
+    /// the rule's plan. The CLI's default.
+    Quick,
+    /// Every valid tile and split-K factor of every layer shape, 5 timed runs after a
+    /// warm-up, however long it takes.
+    Full,
+}
+
+impl Autotune {
+    /// Seconds a device spends measuring in [`Autotune::Quick`].
+    pub const QUICK_BUDGET_SECONDS: f64 = 3.0;
+
+    /// `off`, `quick` or `full`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Autotune::Off => "off",
+            Autotune::Quick => "quick",
+            Autotune::Full => "full",
+        }
+    }
+
+    /// The time a device may spend measuring, `None` without a limit.
+    pub fn budget_seconds(self) -> Option<f64> {
+        match self {
+            Autotune::Quick => Some(Self::QUICK_BUDGET_SECONDS),
+            Autotune::Off | Autotune::Full => None,
+        }
+    }
+}
+
+/// The tile and split-K factor chosen for one layer shape by [`Autotune`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TiledChoice {
+    /// The tile.
+    pub tile: GemmTile,
+    /// Ways K is split.
+    pub split_k: u32,
+    /// Whether it was measured the fastest (`false`: the shape rule's plan, kept because the
+    /// budget was spent before this shape was measured).
+    pub measured: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_names_round_trip() {
+        for tile in GemmTile::ALL {
+            assert_eq!(GemmTile::from_name(tile.name()), Some(tile));
+        }
+        assert_eq!(GemmTile::from_name("16x16"), None);
+        assert_eq!(GemmTile::M64N64.invocations(), 256);
+        assert_eq!(GemmTile::M32N32.invocations(), 64);
+    }
 
     #[test]
     fn the_tuning_variable_takes_gpu_or_cpu_and_names_itself_otherwise() {

@@ -203,6 +203,11 @@ impl<'g> GraphBuilder<'g> {
         self.grid_for(workgroups * crate::gpu::WORKGROUP_SIZE as usize)
     }
 
+    /// The device the graph is built for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
     /// The device's kernel shapes.
     pub fn tuning(&self) -> crate::gpu::Tuning {
         self.gpu.tuning()

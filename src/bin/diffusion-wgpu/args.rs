@@ -70,6 +70,8 @@ pub struct Txt2imgArgs {
     pub variant: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub autotune: AutotuneArgs,
     /// Output: a .png image, or a .safetensors file with `image` [1,3,H,W] in [-1, 1].
     #[arg(long, default_value = "txt2img.png")]
     pub out: PathBuf,
@@ -181,6 +183,8 @@ pub struct SampleArgs {
     /// A safetensors file with `noise` [steps,B,C,H,W], the noise each step adds, in order.
     #[arg(long)]
     pub noise: Option<PathBuf>,
+    #[command(flatten)]
+    pub autotune: AutotuneArgs,
     /// Output: a .png image grid, or a .safetensors file with `x0` [B,C,H,W].
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
@@ -248,6 +252,40 @@ pub struct BenchArgs {
     /// large blocks, GPUs tiled convolutions).
     #[arg(long, value_enum)]
     pub block_size: Option<BlockChoice>,
+    #[command(flatten)]
+    pub autotune: AutotuneArgs,
+}
+
+/// `--autotune`, shared by `sample`, `bench` and `txt2img`.
+#[derive(clap::Args)]
+pub struct AutotuneArgs {
+    /// Measure the tiled convolutions' tiles and split-K factors per layer shape on this
+    /// adapter (GPU kernel set only), cached in the platform's cache directory: off (the shape
+    /// rule), quick (a few seconds at most), full (every candidate).
+    #[arg(long = "autotune", value_enum, default_value = "quick")]
+    pub mode: AutotuneChoice,
+}
+
+/// `--autotune`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AutotuneChoice {
+    /// The shape rule, nothing measured.
+    Off,
+    /// The likely candidates, within a few seconds.
+    Quick,
+    /// Every candidate of every layer shape.
+    Full,
+}
+
+impl AutotuneChoice {
+    /// The library's mode.
+    pub fn mode(self) -> diffusion_wgpu::Autotune {
+        match self {
+            Self::Off => diffusion_wgpu::Autotune::Off,
+            Self::Quick => diffusion_wgpu::Autotune::Quick,
+            Self::Full => diffusion_wgpu::Autotune::Full,
+        }
+    }
 }
 
 /// `bench --block-size`.

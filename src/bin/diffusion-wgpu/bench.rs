@@ -6,6 +6,7 @@ use std::time::Instant;
 use diffusion_wgpu::bench::BenchSettings;
 use diffusion_wgpu::bench::peer::{self, PeerModel};
 use diffusion_wgpu::bench::soak::soak;
+use diffusion_wgpu::gpu::AutotuneReport;
 use diffusion_wgpu::model::unet::{architecture_config, write_bundled_model};
 use diffusion_wgpu::model::unet_cond::UnetCondition;
 use diffusion_wgpu::nn::{RandomWeights, TensorSource};
@@ -74,11 +75,15 @@ pub fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
         }
         None => None,
     };
+    let autotune = unet.gpu().autotune_report();
     if args.json {
         let mut json = report.to_json();
         if let Some(peer) = &peer {
             json["peer"] = peer.json.clone();
             json["peer_ratios"] = peer.ratios_json(&report);
+        }
+        if let Some(autotune) = &autotune {
+            json["autotune"] = autotune_json(autotune);
         }
         println!("{json:#}");
     } else {
@@ -86,8 +91,61 @@ pub fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
         if let Some(peer) = &peer {
             print!("{}", peer.text(&report));
         }
+        if let Some(autotune) = &autotune {
+            print!("{}", autotune_text(autotune));
+        }
     }
     Ok(())
+}
+
+/// The plan each distinct tiled-convolution layer shape got from `--autotune`.
+fn autotune_text(report: &AutotuneReport) -> String {
+    let mut text = format!(
+        "autotune {}: {} layer shapes, {} chosen in this run ({:.1} s of measuring), cache {}\n",
+        report.mode.name(),
+        report.choices.len(),
+        report.tuned_now,
+        report.seconds,
+        report
+            .cache_file
+            .as_ref()
+            .map_or("none".to_string(), |path| path.display().to_string()),
+    );
+    for (shape, choice) in &report.choices {
+        let how = if choice.measured {
+            ""
+        } else {
+            " (shape rule: budget spent)"
+        };
+        text.push_str(&format!(
+            "  {shape}: {} split-K {}{how}\n",
+            choice.tile.name(),
+            choice.split_k
+        ));
+    }
+    text
+}
+
+/// [`autotune_text`] as JSON.
+fn autotune_json(report: &AutotuneReport) -> serde_json::Value {
+    let choices: Vec<serde_json::Value> = report
+        .choices
+        .iter()
+        .map(|(shape, choice)| {
+            serde_json::json!({
+                "shape": shape,
+                "tile": choice.tile.name(),
+                "split_k": choice.split_k,
+                "measured": choice.measured,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "mode": report.mode.name(),
+        "chosen_now": report.tuned_now,
+        "seconds": report.seconds,
+        "choices": choices,
+    })
 }
 
 /// The model folder the PyTorch peer loads: the checkpoint folder, or the bundled model or the

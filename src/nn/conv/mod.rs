@@ -8,6 +8,7 @@
 //! With [`BlockSize::Tiled`] (the GPU default) every convolution runs instead as a tiled
 //! implicit GEMM ([`tiled`], shaders/conv2d_tiled.wgsl), its weights prepacked at load.
 
+mod autotune;
 mod tiled;
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};

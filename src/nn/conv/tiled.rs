@@ -175,14 +175,22 @@ pub(super) struct TilePlan {
     pub steps_per_split: usize,
 }
 
+impl TilePlan {
+    /// Dispatches [`TiledConv::record_plan`] records: the GEMM, and the reduction when K is
+    /// split.
+    pub fn dispatches(&self) -> usize {
+        if self.split_k > 1 { 2 } else { 1 }
+    }
+}
+
 /// Workgroups of `tile` over an [m, n] output.
-fn tiles(tile: GemmTile, m: usize, n: usize) -> usize {
+pub(super) fn tiles(tile: GemmTile, m: usize, n: usize) -> usize {
     let (tm, tn) = tile.shape();
     m.div_ceil(tm) * n.div_ceil(tn)
 }
 
 /// `tile` with K split about `ways` ways.
-fn split(tile: GemmTile, ways: usize, k_steps: usize) -> TilePlan {
+pub(super) fn split(tile: GemmTile, ways: usize, k_steps: usize) -> TilePlan {
     let steps_per_split = k_steps.div_ceil(ways.clamp(1, k_steps.max(1))).max(1);
     TilePlan {
         tile,
@@ -223,6 +231,7 @@ pub(super) fn plan(tuning: &Tuning, [m, n, k_steps]: [usize; 3], max_split: usiz
 }
 
 /// One convolution's geometry and fusions, as the tiled kernel runs it.
+#[derive(Clone, Copy)]
 pub(super) struct TiledConv<'a> {
     pub weights: &'a PackedWeights,
     pub bias: &'a GpuTensor,
@@ -242,11 +251,41 @@ pub(super) struct TiledConv<'a> {
 }
 
 impl TiledConv<'_> {
+    /// The [m, n, k_steps] of this convolution's GEMM.
+    pub fn gemm(&self) -> [usize; 3] {
+        let (h_out, w_out) = self.out_size;
+        [self.c_out, self.batch * h_out * w_out, self.weights.k_steps]
+    }
+
+    /// The most ways K may be split on `graph`'s device: the partials of every split must fit
+    /// one storage binding.
+    pub fn max_split(&self, graph: &GraphBuilder<'_>) -> usize {
+        let (h_out, w_out) = self.out_size;
+        let out_len = self.batch * self.c_out * h_out * w_out;
+        let max_split = graph.max_binding_bytes() / (out_len as u64 * 4).max(1);
+        usize::try_from(max_split).unwrap_or(usize::MAX)
+    }
+
     /// Records the convolution of `input` (channels `0..c_first`) and `second` (the rest)
-    /// into `output`: one dispatch, or two when K is split.
+    /// into `output` with the plan the device's tuning picks (the shape rule, a forced tile,
+    /// or the [`autotune`](super::autotune) choice): one dispatch, or two when K is split.
     pub fn record(
         &self,
         graph: &mut GraphBuilder<'_>,
+        input: TensorId,
+        second: Option<TensorId>,
+        output: TensorId,
+        name: &str,
+    ) -> Result<()> {
+        let plan = super::autotune::choose(graph, self)?;
+        self.record_plan(graph, plan, input, second, output, name)
+    }
+
+    /// Records the convolution as [`TiledConv::record`] does, with `plan`.
+    pub fn record_plan(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        plan: TilePlan,
         input: TensorId,
         second: Option<TensorId>,
         output: TensorId,
@@ -256,13 +295,6 @@ impl TiledConv<'_> {
         let n = self.batch * h_out * w_out;
         let k = self.c_in * self.kernel * self.kernel;
         let out_len = self.batch * self.c_out * h_out * w_out;
-        let max_split = graph.max_binding_bytes() / (out_len as u64 * 4).max(1);
-        let max_split = usize::try_from(max_split).unwrap_or(usize::MAX);
-        let plan = plan(
-            &graph.tuning(),
-            [self.c_out, n, self.weights.k_steps],
-            max_split,
-        );
         let (tm, tn) = plan.tile.shape();
         let params = TiledConvParams {
             batch: self.batch as u32,
