@@ -77,9 +77,9 @@ impl Guidance {
 }
 
 /// What a noise model is conditioned on besides the sample and the timestep, passed to every
-/// [`NoiseModel::predict`] of a run ([`crate::SamplingRun::set_conditioning`]). Today class
-/// labels; text-conditioned models will add their encoder states and guidance here, so one
-/// model interface serves every kind of conditioning.
+/// [`NoiseModel::predict`] of a run ([`crate::SamplingRun::set_conditioning`]): class labels.
+/// (The text-to-image pipeline's guided U-Net holds its text states itself, and says how its
+/// predictions combine with [`NoiseModel::guidance`].)
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Conditioning {
