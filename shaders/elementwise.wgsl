@@ -12,7 +12,6 @@
 //         b_plane = Cb*H*W elements per batch item.
 // transpose: a is [len / (R*C), R, C] with R = a_plane, C = b_plane; out[n, j, i] = a[n, i, j].
 // geglu: a is [len / F, 2F] with F = a_plane; out[r, j] = a[r, j] * gelu(a[r, F + j]).
-// guidance: a is [2, len] (unconditional, then conditional); out = u + scale * (c - u).
 
 struct ElementwiseParams {
     len: u32,
@@ -113,17 +112,4 @@ fn geglu(
     let j = i - row * p.a_plane;
     let at = row * 2u * p.a_plane + j;
     out[i] = a[at] * gelu(a[at + p.a_plane]);
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn guidance(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let i = flat_index(group, groups, local);
-    if (i < p.len) {
-        let u = a[i];
-        out[i] = u + p.scale * (a[p.len + i] - u);
-    }
 }

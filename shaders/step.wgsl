@@ -6,7 +6,10 @@
 //   0 params      uniform, dynamic offset: this step's StepParams, one entry of a per-run table
 //   1 sample      storage read_write f32 [B, C, H, W] row-major: x_t in, x_{t-1} out, in place
 //   2 model_out   storage read f32 [B, Cm, H, W]: the model's prediction; Cm = C, or 2C when the
-//                 second half is a learned variance (channel c's variance is at channel C + c)
+//                 second half is a learned variance (channel c's variance is at channel C + c).
+//                 With classifier-free guidance (guidance_offset > 0) [2B, Cm, H, W]: the
+//                 unconditional predictions, then the conditional ones guidance_offset elements
+//                 later, read through model_output(), which combines them.
 //   3 noise       storage read f32 [B, C, H, W]: this step's noise (read only when it adds noise)
 //   4 thresholds  storage read_write f32 [B]: the dynamic threshold s of each sample
 //   5 x0_out      storage read_write f32 [B, C, H, W]: the clipped x0 prediction (when write_x0 = 1)
@@ -19,7 +22,7 @@
 //   7 model_in    storage read_write f32 [B, C, H, W]: a sigma-space solver's model input for
 //                 the next step, prev * input_scale (when write_input = 1); one element when unused
 //
-// Per element, with x = sample, m = model output:
+// Per element, with x = sample, m = model output (u + guidance_scale * (c - u) when guided):
 //   x0   = x0_from_sample * x + x0_from_model * m, then clamped (clip_mode 1) or thresholded (2)
 //   eps  = eps_from_sample * x + eps_from_model * m + eps_from_x0 * x0
 //   prev = prev_from_x0 * x0 + prev_from_eps * eps + prev_from_sample * xs + std * noise
@@ -79,7 +82,8 @@ struct StepParams {
     inpaint: u32,
     known_image: f32,
     known_noise: f32,
-    _pad0: u32,
+    guidance_scale: f32,
+    guidance_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
@@ -92,6 +96,19 @@ struct StepParams {
 @group(0) @binding(7) var<storage, read_write> model_in: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 256u;
+
+// The model's prediction at index `mi` of [B, Cm, H, W]: the model output itself, or with
+// classifier-free guidance its unconditional (mi) and conditional (mi + guidance_offset)
+// predictions combined as diffusers' pipelines do, u + scale * (c - u) in f32. Every read of
+// the model output goes through here.
+fn model_output(mi: u32) -> f32 {
+    let u = model_out[mi];
+    if (p.guidance_offset == 0u) {
+        return u;
+    }
+    let c = model_out[mi + p.guidance_offset];
+    return u + p.guidance_scale * (c - u);
+}
 
 fn raw_x0(x: f32, m: f32) -> f32 {
     return p.x0_from_sample * x + p.x0_from_model * m;
@@ -110,7 +127,7 @@ fn step(
     let b = i / p.sample_stride;
     let mi = b * p.model_stride + (i - b * p.sample_stride);
     let x = sample[i];
-    let m = model_out[mi];
+    let m = model_output(mi);
     var x0 = raw_x0(x, m);
     if (p.clip_mode == 1u) {
         x0 = clamp(x0, -p.clip_range, p.clip_range);
@@ -142,10 +159,10 @@ fn step(
             prev += p.noise_std * noise[i];
         }
         case 2u: {
-            prev += sqrt(model_out[mi + p.sample_stride]) * noise[i];
+            prev += sqrt(model_output(mi + p.sample_stride)) * noise[i];
         }
         case 3u: {
-            let frac = (model_out[mi + p.sample_stride] + 1.0) / 2.0;
+            let frac = (model_output(mi + p.sample_stride) + 1.0) / 2.0;
             let log_variance = frac * p.max_log + (1.0 - frac) * p.min_log;
             prev += exp(0.5 * log_variance) * noise[i];
         }
@@ -181,7 +198,7 @@ fn select_rank(b: u32, local: u32, rank: u32) -> u32 {
         workgroupBarrier();
         for (var r = local; r < p.sample_stride; r += WORKGROUP_SIZE) {
             let x = sample[b * p.sample_stride + r];
-            let m = model_out[b * p.model_stride + r];
+            let m = model_output(b * p.model_stride + r);
             let bits = bitcast<u32>(abs(raw_x0(x, m)));
             if ((bits & mask) == prefix) {
                 atomicAdd(&histogram[(bits >> shift) & 255u], 1u);

@@ -36,7 +36,7 @@ pub use error::{Error, Result};
 pub use gpu::{Autotune, BlockSize, ConvTiles, GemmTile, Gpu, GpuOptions, GpuTensor, Tuning};
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
-pub use model::{Conditioning, LinearNoiseModel, NoiseModel};
+pub use model::{Conditioning, Guidance, LinearNoiseModel, NoiseModel};
 pub use pipeline::{TextToImage, TextToImageRun, TextToImageSettings};
 pub use sampler::{
     DpmAlgorithm, DpmSolverOptions, DpmSolverType, Method, NoiseSource, RePaintOptions, Sampler,

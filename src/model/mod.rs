@@ -25,8 +25,16 @@ pub trait NoiseModel {
         sample_channels
     }
 
+    /// How many predictions the model writes per sample and how the sampler combines them:
+    /// [`Guidance::None`] (the default) for one, [`Guidance::ClassifierFree`] for an
+    /// unconditional and a conditional one that the step kernel combines.
+    fn guidance(&self) -> Guidance {
+        Guidance::None
+    }
+
     /// Records the forward pass into `encoder`: reads `sample` ([B, C, H, W]) and writes
-    /// `output` ([B, output_channels(C), H, W]). `timesteps` has one entry per batch element;
+    /// `output` ([P * B, output_channels(C), H, W], P the predictions per sample of
+    /// [`guidance`](Self::guidance)). `timesteps` has one entry per batch element;
     /// `conditioning` is what the caller conditions this run on (a model refuses conditioning
     /// it cannot use, and fails when conditioning it needs is missing).
     fn predict(
@@ -40,10 +48,38 @@ pub trait NoiseModel {
     ) -> Result<()>;
 }
 
+/// How a model's predictions for one sample are combined into the one the solver steps with
+/// ([`NoiseModel::guidance`]). The sampler allocates the model's output for it and the step
+/// kernel combines the predictions as it reads them, so guidance costs no extra dispatch and
+/// works with every solver.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Guidance {
+    /// One prediction per sample: the output is [B, C, H, W].
+    #[default]
+    None,
+    /// Classifier-free guidance: the output is [2B, C, H, W], the B unconditional predictions
+    /// u first, then the B conditional ones c; the solver steps with `u + scale * (c - u)`
+    /// (diffusers' expression and order, in f32).
+    ClassifierFree {
+        /// The guidance scale.
+        scale: f32,
+    },
+}
+
+impl Guidance {
+    /// Predictions the model writes per sample: 1, or 2 with classifier-free guidance.
+    pub fn predictions_per_sample(self) -> usize {
+        match self {
+            Self::None => 1,
+            Self::ClassifierFree { .. } => 2,
+        }
+    }
+}
+
 /// What a noise model is conditioned on besides the sample and the timestep, passed to every
-/// [`NoiseModel::predict`] of a run ([`crate::SamplingRun::set_conditioning`]). Today class
-/// labels; text-conditioned models will add their encoder states and guidance here, so one
-/// model interface serves every kind of conditioning.
+/// [`NoiseModel::predict`] of a run ([`crate::SamplingRun::set_conditioning`]): class labels.
+/// (The text-to-image pipeline's guided U-Net holds its text states itself, and says how its
+/// predictions combine with [`NoiseModel::guidance`].)
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Conditioning {

@@ -45,12 +45,9 @@ static TRANSPOSE: KernelSpec = spec("transpose");
 /// `out[r, j] = a[r, j] * gelu(a[r, F + j])`.
 static GEGLU: KernelSpec = spec("geglu");
 
-/// Classifier-free guidance: `out = u + scale * (c - u)` over the halves of `a`.
-pub(crate) static GUIDANCE: KernelSpec = spec("guidance");
-
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &TRANSPOSE, &GEGLU, &GUIDANCE];
+pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &TRANSPOSE, &GEGLU];
 
 /// Mirrors `ElementwiseParams` in shaders/elementwise.wgsl.
 #[repr(C)]
@@ -78,15 +75,6 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(ElementwiseParam
 });
 
 impl ElementwiseParams {
-    /// Parameters of [`GUIDANCE`] over `len` elements of each half.
-    pub fn guidance(len: usize, scale: f32) -> Self {
-        Self {
-            len: len as u32,
-            scale,
-            ..Default::default()
-        }
-    }
-
     /// Parameters of [`AFFINE`] over `len` elements.
     pub fn affine(len: usize, scale: f32, offset: f32) -> Self {
         Self {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::model::NoiseModel;
+use crate::model::{Guidance, NoiseModel};
 use crate::schedule::{Schedule, SchedulerConfig};
 use step_kernel::StepRun;
 
@@ -76,7 +76,8 @@ impl Sampler {
     }
 
     /// Starts a run for a batch of `shape` ([B, C, H, W]) with `model` (which fixes the
-    /// channels of the prediction): draws x_T and allocates the run's buffers, records nothing.
+    /// channels of the prediction and its [`Guidance`]): draws x_T and allocates the run's
+    /// buffers, records nothing.
     /// Advance it with [`SamplingRun::step`].
     pub fn start<'a>(
         &self,
@@ -86,8 +87,7 @@ impl Sampler {
         noise: NoiseSource<'a>,
     ) -> Result<SamplingRun<'a>> {
         let plan = plan::plan(&self.schedule, settings)?;
-        let model_channels = model.output_channels(shape[1]);
-        SamplingRun::new(self.gpu.clone(), plan, shape, model_channels, noise, None)
+        SamplingRun::new(self.gpu.clone(), plan, shape, model, noise, None)
     }
 
     /// The timesteps an image-to-image run at `strength` visits (see
@@ -116,15 +116,7 @@ impl Sampler {
         noise: NoiseSource<'a>,
     ) -> Result<SamplingRun<'a>> {
         let plan = plan::img2img_plan(&self.schedule, settings, strength)?;
-        let model_channels = model.output_channels(shape[1]);
-        SamplingRun::new(
-            self.gpu.clone(),
-            plan,
-            shape,
-            model_channels,
-            noise,
-            Some(image),
-        )
+        SamplingRun::new(self.gpu.clone(), plan, shape, model, noise, Some(image))
     }
 
     /// Runs a whole sampling loop from x_T to x_0 for a batch of `shape` ([B, C, H, W]) and
@@ -212,7 +204,7 @@ impl Sampler {
         }
         let sample = GpuTensor::from_slice(gpu, &shape, sample, "sample")?;
         let model_channels = model_output.len() / (shape[0] * shape[2] * shape[3]).max(1);
-        let run = StepRun::new(gpu, &plan, &sample, model_channels, true)?;
+        let run = StepRun::new(gpu, &plan, &sample, model_channels, Guidance::None, true)?;
         run.model_output.write(gpu, model_output)?;
         if plan.steps[index].adds_noise() {
             let noise = noise.ok_or_else(|| Error::InvalidSetting {

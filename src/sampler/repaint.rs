@@ -228,7 +228,8 @@ impl super::Sampler {
         let (initial, mut stream) = super::noise::NoiseStream::start(noise, len, draws, true)?;
         let sample = GpuTensor::from_slice(gpu, &shape, &initial, "sample")?;
         let channels = model.output_channels(shape[1]);
-        let run = super::step_kernel::StepRun::new(gpu, &plan, &sample, channels, false)?;
+        let guidance = model.guidance();
+        let run = super::step_kernel::StepRun::new(gpu, &plan, &sample, channels, guidance, false)?;
         run.history.write(gpu, &[image, &mask].concat())?;
         let mut draw = 0;
         for (index, (entry, step)) in entries.iter().zip(&plan.steps).enumerate() {

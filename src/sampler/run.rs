@@ -53,12 +53,12 @@ pub struct SamplingRun<'a> {
 
 impl<'a> SamplingRun<'a> {
     /// Draws x_T (or, from an `image`, noises it to the first step's level), uploads it and
-    /// allocates the run's buffers.
+    /// allocates the run's buffers for `model`'s output.
     pub(super) fn new(
         gpu: Arc<Gpu>,
         plan: Plan,
         shape: [usize; 4],
-        model_channels: usize,
+        model: &dyn NoiseModel,
         noise: NoiseSource<'a>,
         image: Option<&[f32]>,
     ) -> Result<Self> {
@@ -88,7 +88,15 @@ impl<'a> SamplingRun<'a> {
             None => {}
         }
         let sample = GpuTensor::from_slice(&gpu, &shape, &initial, "sample")?;
-        let step_run = StepRun::new(&gpu, &plan, &sample, model_channels, false)?;
+        let model_channels = model.output_channels(shape[1]);
+        let step_run = StepRun::new(
+            &gpu,
+            &plan,
+            &sample,
+            model_channels,
+            model.guidance(),
+            false,
+        )?;
         if let (Some(input), Some(scale)) = (&step_run.model_input, plan.first_input_scale) {
             let scaled: Vec<f32> = initial.iter().map(|&x| x * scale).collect();
             input.write(&gpu, &scaled)?;
@@ -131,6 +139,17 @@ impl<'a> SamplingRun<'a> {
                     self.step_run.model_output.shape()[1]
                 ),
                 found: format!("{channels} channels"),
+            });
+        }
+        if model.guidance() != self.step_run.guidance() {
+            return Err(Error::InvalidSetting {
+                setting: "guidance",
+                message: format!(
+                    "the model's {:?} differs from the {:?} of the model this run was started \
+                     with",
+                    model.guidance(),
+                    self.step_run.guidance()
+                ),
             });
         }
         self.timesteps.fill(step.timestep as u32);

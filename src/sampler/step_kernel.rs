@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::plan::{Clip, HistoryStep, LastSample, Plan, StepNoise, Stored};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, GpuTensor, Kernel, KernelSpec, WorkgroupSize};
+use crate::model::Guidance;
 
 const STEP_SOURCE: &str = include_str!("../../shaders/step.wgsl");
 const STEP_BINDINGS: &[Binding] = &[
@@ -85,7 +86,8 @@ struct StepParams {
     inpaint: u32,
     known_image: f32,
     known_noise: f32,
-    _pad0: u32,
+    guidance_scale: f32,
+    guidance_offset: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = crate::params_layout!(StepParams {
@@ -131,10 +133,12 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = crate::params_layout!(StepParam
     inpaint,
     known_image,
     known_noise,
-    _pad0,
+    guidance_scale,
+    guidance_offset,
 });
 
-/// The buffers and bind group of one run: the sample (in place), the model's output, this
+/// The buffers and bind group of one run: the sample (in place), the model's output (one or,
+/// guided, two predictions per sample, combined by the step kernel as it reads them), this
 /// step's noise, the per-sample thresholds, the x0 prediction, a multistep solver's history
 /// ring, a sigma-space solver's scaled model input and the parameter table.
 pub(crate) struct StepRun {
@@ -147,7 +151,9 @@ pub(crate) struct StepRun {
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
     batch: u32,
-    /// The model writes its prediction here.
+    /// How the model's predictions are combined (fixed for the run).
+    guidance: Guidance,
+    /// The model writes its prediction here ([P * B, Cm, H, W], P predictions per sample).
     pub model_output: GpuTensor,
     /// Each noisy step's noise is uploaded here before its submit.
     pub noise: GpuTensor,
@@ -163,12 +169,14 @@ pub(crate) struct StepRun {
 }
 
 impl StepRun {
-    /// Allocates the run's buffers for `sample` ([B, C, H, W]) and uploads `plan`'s table.
+    /// Allocates the run's buffers for `sample` ([B, C, H, W]) and a model writing
+    /// `model_channels` channels with `guidance`, and uploads `plan`'s table.
     pub fn new(
         gpu: &Gpu,
         plan: &Plan,
         sample: &GpuTensor,
         model_channels: usize,
+        guidance: Guidance,
         write_x0: bool,
     ) -> Result<Self> {
         let &[batch, channels, height, width] = sample.shape() else {
@@ -198,11 +206,21 @@ impl StepRun {
             });
         }
         let sample_stride = channels * height * width;
+        let model_stride = model_channels * height * width;
+        let predictions = guidance.predictions_per_sample();
         let total = sample.len();
-        if total > u32::MAX as usize / 2 || batch == 0 || sample_stride == 0 {
+        // Every index of the sample and of the model output fits a u32.
+        let model_len = predictions * batch * model_stride;
+        if total > u32::MAX as usize / 2
+            || model_len > u32::MAX as usize
+            || batch == 0
+            || sample_stride == 0
+        {
             return Err(Error::Shape {
                 tensor: sample.name().to_string(),
-                expected: "a non-empty sample of fewer than 2^31 elements".into(),
+                expected: "a non-empty sample of fewer than 2^31 elements, its model output \
+                           fewer than 2^32"
+                    .into(),
                 found: format!("{:?}", sample.shape()),
             });
         }
@@ -218,6 +236,10 @@ impl StepRun {
             });
         }
 
+        let (guidance_scale, guidance_offset) = match guidance {
+            Guidance::None => (0.0, 0),
+            Guidance::ClassifierFree { scale } => (scale, (batch * model_stride) as u32),
+        };
         let (clip_mode, clip_range, quantile, threshold_max) = match plan.clip {
             Clip::None => (0, 0.0, (0, 0, 0.0), 0.0),
             Clip::Clamp(range) => (1, range, (0, 0, 0.0), 0.0),
@@ -275,7 +297,7 @@ impl StepRun {
                     quantile_weight: quantile.2,
                     threshold_max,
                     sample_stride: sample_stride as u32,
-                    model_stride: (model_channels * height * width) as u32,
+                    model_stride: model_stride as u32,
                     total: total as u32,
                     write_x0: u32::from(write_x0),
                     history_mode,
@@ -298,7 +320,8 @@ impl StepRun {
                     inpaint: u32::from(s.known.is_some()),
                     known_image: s.known.map_or(0.0, |k| k[0]),
                     known_noise: s.known.map_or(0.0, |k| k[1]),
-                    _pad0: 0,
+                    guidance_scale,
+                    guidance_offset,
                 }
             })
             .collect();
@@ -314,8 +337,11 @@ impl StepRun {
         });
         upload_table(gpu, &params, &table, stride);
 
-        let model_output =
-            GpuTensor::zeros(gpu, &[batch, model_channels, height, width], "model output")?;
+        let model_output = GpuTensor::zeros(
+            gpu,
+            &[predictions * batch, model_channels, height, width],
+            "model output",
+        )?;
         let noise = GpuTensor::zeros(gpu, sample.shape(), "step noise")?;
         let x0 = GpuTensor::zeros(gpu, sample.shape(), "predicted x0")?;
         let thresholds = GpuTensor::zeros(gpu, &[batch], "thresholds")?;
@@ -358,6 +384,7 @@ impl StepRun {
             bind_group,
             grid: Kernel::grid_for(total, limits.max_compute_workgroups_per_dimension),
             batch: batch as u32,
+            guidance,
             model_output,
             noise,
             x0,
@@ -365,6 +392,11 @@ impl StepRun {
             model_input,
             _placeholder: placeholder,
         })
+    }
+
+    /// How the model's predictions are combined.
+    pub fn guidance(&self) -> Guidance {
+        self.guidance
     }
 
     /// Switches the x0 output on or off for the steps submitted from now on.
