@@ -4,6 +4,7 @@
 mod kernel;
 mod limits;
 mod pipeline_cache;
+mod precision;
 #[cfg(test)]
 mod spec_check;
 mod tensor;
@@ -16,6 +17,7 @@ pub use kernel::{
     WorkgroupSize,
 };
 pub use pipeline_cache::default_dir as default_pipeline_cache_dir;
+pub use precision::Precision;
 pub use tensor::GpuTensor;
 pub use texels::TexelTable;
 pub use timer::GpuTimer;
@@ -48,6 +50,9 @@ pub struct GpuOptions {
     /// directory. The cache is saved by [`Gpu::save_pipeline_cache`] and when the `Gpu` is
     /// dropped; a cache that cannot be read or written is logged as a warning, never an error.
     pub pipeline_cache_dir: Option<PathBuf>,
+    /// The convolutions' precision; [`Precision::Mixed`] requests `SHADER_F16` and fails with
+    /// [`Error::MissingFeature`] on an adapter without it.
+    pub precision: Precision,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels.
@@ -59,6 +64,7 @@ pub struct Gpu {
     queue: wgpu::Queue,
     adapter_info: Option<wgpu::AdapterInfo>,
     tuning: Tuning,
+    precision: Precision,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
     pipeline_cache: Option<PipelineCacheFile>,
@@ -171,10 +177,13 @@ impl Gpu {
             wanted_features |= PipelineCacheFile::FEATURES;
         }
         let optional_features = adapter.features() & wanted_features;
+        options
+            .precision
+            .check_features(&info.name, adapter.features())?;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("diffusion-wgpu"),
-                required_features: optional_features,
+                required_features: optional_features | options.precision.required_features(),
                 required_limits: options.limits.clone().unwrap_or_else(|| adapter.limits()),
                 ..Default::default()
             })
@@ -204,6 +213,9 @@ impl Gpu {
             }
             None => Tuning::for_device_type(info.device_type),
         };
+        if options.precision != Precision::F32 {
+            log::info!("precision {}", options.precision.describe());
+        }
         let errors = DeviceErrors::watch(&device);
         let pipeline_cache = options
             .pipeline_cache_dir
@@ -213,6 +225,7 @@ impl Gpu {
             device,
             queue,
             tuning,
+            precision: options.precision,
             adapter_info: Some(info),
             kernels: Mutex::default(),
             errors,
@@ -237,6 +250,7 @@ impl Gpu {
             queue,
             adapter_info: None,
             tuning: Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu),
+            precision: Precision::F32,
             kernels: Mutex::default(),
             errors: Arc::default(),
             pipeline_cache: None,
@@ -364,6 +378,25 @@ impl Gpu {
         self.tuning = tuning;
         self.kernels = Mutex::default();
         self
+    }
+
+    /// The convolutions' precision (see [`GpuOptions::precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the convolutions' precision of a device from [`Gpu::from_device`] (created with
+    /// the features [`Precision::required_features`] lists), before any model loads on it.
+    /// Fails with [`Error::MissingFeature`] when the device lacks one.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        let adapter = self
+            .adapter_info
+            .as_ref()
+            .map_or("(app-provided device)", |info| info.name.as_str());
+        precision.check_features(adapter, self.device.features())?;
+        log::info!("precision {}", precision.describe());
+        self.precision = precision;
+        Ok(self)
     }
 
     /// Waits until all submitted work has finished, then [`check`](Gpu::check)s for errors.

@@ -42,6 +42,7 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
     // prepares the model faster.
     let mut gpu = Gpu::new(&GpuOptions {
         pipeline_cache_dir: diffusion_wgpu::gpu::default_pipeline_cache_dir(),
+        precision: cli.precision(),
         ..Default::default()
     })?;
     if let Some(Command::Bench(BenchArgs {
