@@ -6,7 +6,9 @@
 #   4. `bench --arch ddpm-cifar10-32 --batch 1,16,64`, 5. the bundled model at
 #   `--batch 1,16,256`, both with `--peer python3 --peer-device cuda` when PyTorch sees CUDA,
 #   6. the same cifar10 batches with the previous GPU convolution (`--block-size small`), the
-#   "before" of the kernel log. Step limits add up to 8 minutes.
+#   "before" of the kernel log, 7. cifar10 and the bundled model with `--precision mixed`
+#   (f16 convolution operands; the parity step runs tests/mixed_precision.rs too). Step
+#   limits add up to 8 minutes.
 # Every step's output goes under benches/results/device-check-<UTC time>/ (JSON for the
 # benches); a step that fails is reported and the script goes on, exiting 1 at the end.
 #
@@ -28,7 +30,7 @@ if [ "$QUICK" = 1 ]; then
     SLOW=10 # a software adapter: step limits x10
 else
     CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=()
-    TESTS=(--test unet_forward --lib conv::tests)
+    TESTS=(--test unet_forward --test mixed_precision --lib conv::tests)
     SLOW=1
 fi
 FAILED=()
@@ -58,9 +60,9 @@ bench() {
     fi
 }
 
-step build 200 cargo build --release
-step info 20 "$BIN" info
-step parity 120 cargo test --release "${TESTS[@]}"
+step build 170 cargo build --release
+step info 10 "$BIN" info
+step parity 130 cargo test --release "${TESTS[@]}"
 
 PEER=()
 if python3 -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; then
@@ -70,11 +72,16 @@ else
     echo "   no PyTorch with CUDA: benches without the peer"
 fi
 COMMON=(--repeats "$REPEATS" --steps "$STEPS" "${PROFILE[@]}")
-bench cifar10 60 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}"
-bench bundled 50 --batch "$BUNDLED_BATCHES" "${COMMON[@]}" "${PEER[@]}"
+bench cifar10 50 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}"
+bench bundled 40 --batch "$BUNDLED_BATCHES" "${COMMON[@]}" "${PEER[@]}"
 # The convolution before the tiled one, same batches, for the kernel log (no profile, no peer).
-bench cifar10-small-blocks 30 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+bench cifar10-small-blocks 25 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --block-size small
+# Mixed precision (f16 convolution operands), same batches, against the f32 runs above.
+bench cifar10-mixed 35 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
+bench bundled-mixed 20 --batch "$BUNDLED_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
 
 echo "== done in ${SECONDS}s: $OUT"
 if [ ${#FAILED[@]} -gt 0 ]; then
