@@ -7,8 +7,9 @@
 #   quick`, the CLI's default, whose plans the JSON lists), 5. the bundled model at
 #   `--batch 1,16,256`, both with `--peer python3 --peer-device cuda` when PyTorch sees CUDA,
 #   6. the same cifar10 batches with the shape rule (`--autotune off`) and with the previous
-#   GPU convolution (`--block-size small`), the "before"s of the kernel log. Step limits add
-#   up to 8 minutes.
+#   GPU convolution (`--block-size small`), the "before"s of the kernel log, 7. cifar10 and
+#   the bundled model with `--precision mixed` (f16 convolution operands; the parity step runs
+#   tests/mixed_precision.rs too). Step limits add up to 8 minutes.
 # Every step's output goes under benches/results/device-check-<UTC time>/ (JSON for the
 # benches); a step that fails is reported and the script goes on, exiting 1 at the end.
 #
@@ -32,7 +33,7 @@ if [ "$QUICK" = 1 ]; then
 else
     CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=()
     # Two steps: cargo applies a test-name filter to every target it runs.
-    TESTS=(--test unet_forward --test autotune)
+    TESTS=(--test unet_forward --test autotune --test mixed_precision)
     LIB_TESTS=(--lib conv::)
     SLOW=1
 fi
@@ -63,11 +64,11 @@ bench() {
     fi
 }
 
-step build 200 cargo build --release
+step build 170 cargo build --release
 step info 10 "$BIN" info
-step parity 60 cargo test --release "${TESTS[@]}"
+step parity 90 cargo test --release "${TESTS[@]}"
 if [ ${#LIB_TESTS[@]} -gt 0 ]; then
-    step parity-conv 60 cargo test --release "${LIB_TESTS[@]}"
+    step parity-conv 40 cargo test --release "${LIB_TESTS[@]}"
 fi
 
 PEER=()
@@ -78,15 +79,20 @@ else
     echo "   no PyTorch with CUDA: benches without the peer"
 fi
 COMMON=(--repeats "$REPEATS" --steps "$STEPS" "${PROFILE[@]}")
-bench cifar10 60 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}" \
+bench cifar10 45 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" "${COMMON[@]}" "${PEER[@]}" \
     --autotune quick
-bench bundled 50 --batch "$BUNDLED_BATCHES" "${COMMON[@]}" "${PEER[@]}"
+bench bundled 35 --batch "$BUNDLED_BATCHES" "${COMMON[@]}" "${PEER[@]}"
 # The shape rule instead of autotuned plans, then the convolution before the tiled one, same
 # batches, for the kernel log (no profile, no peer).
-bench cifar10-autotune-off 20 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+bench cifar10-autotune-off 15 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --autotune off
 bench cifar10-small-blocks 20 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --block-size small
+# Mixed precision (f16 convolution operands), same batches, against the f32 runs above.
+bench cifar10-mixed 35 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
+bench bundled-mixed 20 --batch "$BUNDLED_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
 
 echo "== done in ${SECONDS}s: $OUT"
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -12,7 +12,7 @@
 //   0 params    uniform TiledConvParams
 //   1 input     storage read f32 [B, c_first, H_in, W_in] (conv2d_tiled_reduce: the partials)
 //   2 second    storage read f32 [B, C_in - c_first, H_in, W_in] (read when c_first < C_in)
-//   3 weight    storage read vec4<f32> [K_pad, m_vec4]: A[k, 4q..4q+3] at k * m_vec4 + q,
+//   3 weight    storage read vec4<Operand> [K_pad, m_vec4]: A[k, 4q..4q+3] at k * m_vec4 + q,
 //               prepacked at load (crate::nn::conv::tiled::pack_weights); rows past K zero,
 //               channels past C_out zero, K_pad a multiple of BK
 //   4 bias      storage read f32 [C_out]
@@ -41,6 +41,13 @@
 // split_k > 1, writes its partial sums to its own slice of `output`; conv2d_tiled_reduce then
 // adds the slices in split order and applies the epilogue (no atomics: WGSL has no float
 // atomics, and a fixed summation order keeps the result bitwise reproducible).
+//
+// Operands: the source is compiled with a prelude that defines `Operand`, the type of the
+// weights in memory and of both workgroup tiles: conv2d_tiled_f32.wgsl (f32, the default) or
+// conv2d_tiled_f16.wgsl (`enable f16;`, Precision::Mixed: half the weight bytes and the tile
+// memory; gathered activations rounded to f16 as they are staged). Products are taken and
+// accumulated in f32 either way (an f16 x f16 product is exact in f32), and the epilogue, the
+// split-K partials and the output are f32. With f32 operands every conversion is the identity.
 
 struct TiledConvParams {
     batch: u32,
@@ -72,7 +79,7 @@ struct TiledConvParams {
 @group(0) @binding(0) var<uniform> p: TiledConvParams;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read> second: array<f32>;
-@group(0) @binding(3) var<storage, read> weight: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> weight: array<vec4<Operand>>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> temb: array<f32>;
 @group(0) @binding(6) var<storage, read> residual: array<f32>;
@@ -86,8 +93,8 @@ const BK: u32 = 16u;
 const REDUCE_THREADS: u32 = 256u;
 
 // Two buffers of BK rows: TILE_M / 4 vec4 (at most 16) of A, TILE_N words (at most 64) of B.
-var<workgroup> a_tile: array<vec4<f32>, 512>;
-var<workgroup> b_tile: array<f32, 2048>;
+var<workgroup> a_tile: array<vec4<Operand>, 512>;
+var<workgroup> b_tile: array<Operand, 2048>;
 
 // This invocation's pixel of the B tile it loads (column local % TILE_N): whether it exists,
 // its image and the input coordinates of its tap (0, 0), and its images' bases in both inputs.
@@ -134,18 +141,18 @@ fn gather(k: u32) -> f32 {
 
 // The i-th vec4 of A this invocation loads for the K step at row k0: element
 // e = local + i * THREADS of the BK x TILE_M / 4 tile.
-fn load_a(k0: u32, m0: u32, e: u32) -> vec4<f32> {
+fn load_a(k0: u32, m0: u32, e: u32) -> vec4<Operand> {
     let row = e / (TILE_M / 4u);
     let q = m0 / 4u + e % (TILE_M / 4u);
     if (q >= p.m_vec4) {
-        return vec4(0.0);
+        return vec4<Operand>();
     }
     return weight[(k0 + row) * p.m_vec4 + q];
 }
 
 // The i-th word of B this invocation loads: row (local + i * THREADS) / TILE_N of the tile.
-fn load_b(k0: u32, e: u32) -> f32 {
-    return gather(k0 + e / TILE_N);
+fn load_b(k0: u32, e: u32) -> Operand {
+    return Operand(gather(k0 + e / TILE_N));
 }
 
 @compute @workgroup_size(THREADS)
@@ -177,7 +184,7 @@ fn conv2d_tiled(
     // Step 0 straight into buffer 0.
     var k0 = first_step * BK;
     var ra0 = load_a(k0, m0, local);
-    var ra1 = vec4(0.0);
+    var ra1 = vec4<Operand>();
     if (a_loads == 2u) {
         ra1 = load_a(k0, m0, local + THREADS);
     }
@@ -185,10 +192,10 @@ fn conv2d_tiled(
     var rb1 = load_b(k0, local + THREADS);
     var rb2 = load_b(k0, local + 2u * THREADS);
     var rb3 = load_b(k0, local + 3u * THREADS);
-    var rb4 = 0.0;
-    var rb5 = 0.0;
-    var rb6 = 0.0;
-    var rb7 = 0.0;
+    var rb4 = Operand();
+    var rb5 = Operand();
+    var rb6 = Operand();
+    var rb7 = Operand();
     if (b_loads == 8u) {
         rb4 = load_b(k0, local + 4u * THREADS);
         rb5 = load_b(k0, local + 5u * THREADS);
@@ -239,12 +246,12 @@ fn conv2d_tiled(
         let a_at = cur * a_half + tm;
         let b_at = cur * b_half + tn;
         for (var kk = 0u; kk < BK; kk++) {
-            let a = a_tile[a_at + kk * (TILE_M / 4u)];
+            let a = vec4<f32>(a_tile[a_at + kk * (TILE_M / 4u)]);
             let row = b_at + kk * TILE_N;
-            acc0 += a * b_tile[row];
-            acc1 += a * b_tile[row + TILE_N / 4u];
-            acc2 += a * b_tile[row + TILE_N / 2u];
-            acc3 += a * b_tile[row + 3u * (TILE_N / 4u)];
+            acc0 += a * f32(b_tile[row]);
+            acc1 += a * f32(b_tile[row + TILE_N / 4u]);
+            acc2 += a * f32(b_tile[row + TILE_N / 2u]);
+            acc3 += a * f32(b_tile[row + 3u * (TILE_N / 4u)]);
         }
         // Buffer cur ^ 1 was last read in step s - 1, before the previous barrier.
         if (more) {

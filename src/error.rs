@@ -23,6 +23,18 @@ pub enum Error {
         message: String,
     },
 
+    /// The adapter or device lacks a feature that was asked for (e.g. `SHADER_F16` for mixed
+    /// precision).
+    #[error("adapter `{adapter}` lacks the {feature} feature that {wanted} needs")]
+    MissingFeature {
+        /// The adapter's name.
+        adapter: String,
+        /// The missing `wgpu::Features` flag.
+        feature: &'static str,
+        /// What needs it.
+        wanted: String,
+    },
+
     /// A GPU operation failed after the device was open (mapping, device loss, out of memory).
     #[error("GPU error while {during}: {message}")]
     Gpu {

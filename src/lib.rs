@@ -33,7 +33,9 @@ pub mod schedule;
 pub mod text;
 
 pub use error::{Error, Result};
-pub use gpu::{Autotune, BlockSize, ConvTiles, GemmTile, Gpu, GpuOptions, GpuTensor, Tuning};
+pub use gpu::{
+    Autotune, BlockSize, ConvTiles, GemmTile, Gpu, GpuOptions, GpuTensor, Precision, Tuning,
+};
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};
 pub use model::{Conditioning, Guidance, LinearNoiseModel, NoiseModel};

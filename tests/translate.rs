@@ -2,7 +2,10 @@
 //! stages), with every override-constant value the code uses, validated with no optional
 //! capabilities (what an adapter without f16, subgroups, f64 or 64-bit integers allows) and
 //! translated through naga's back ends with the settings of typical adapters: MSL (Metal), HLSL
-//! (DX12), SPIR-V (Vulkan) and GLSL ES (OpenGL). Any error fails the test, so a shader that
+//! (DX12), SPIR-V (Vulkan) and GLSL ES (OpenGL). The tiled convolution is also compiled with its
+//! f16 prelude (Precision::Mixed), validated with the SHADER_F16 capability alone and translated
+//! as a SHADER_F16 adapter would (HLSL shader model 6.2, SPIR-V with 16-bit storage; not GLSL:
+//! wgpu's GL backend has no SHADER_F16). Any error fails the test, so a shader that
 //! Metal or DX12 would reject is caught on these machines, which have only Vulkan and OpenGL.
 //! Each compute entry point's workgroup size and workgroup memory are also checked against
 //! `wgpu::Limits::downlevel_defaults()`, the lowest limits wgpu offers.
@@ -34,8 +37,52 @@ fn shader_files() -> Vec<PathBuf> {
 /// (src/nn/linear.rs and src/nn/elementwise.rs concatenate the sources).
 const SNIPPETS: &[(&str, &[&str])] = &[("activations.wgsl", &["linear.wgsl", "elementwise.wgsl"])];
 
-/// A shader's source as the library compiles it: with any snippet it uses prepended.
-fn compiled_source(file: &Path) -> String {
+/// What a shader variant may use, and so which back ends and versions it is translated for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Needs {
+    /// Nothing optional: every back end.
+    Nothing,
+    /// `enable f16;` (wgpu's SHADER_F16): MSL, HLSL 6.2, SPIR-V with 16-bit storage.
+    ShaderF16,
+}
+
+impl Needs {
+    fn capabilities(self) -> Capabilities {
+        match self {
+            Needs::Nothing => Capabilities::empty(),
+            Needs::ShaderF16 => Capabilities::SHADER_FLOAT16,
+        }
+    }
+}
+
+/// Preludes that define a shader's types, each compiling it into one variant: (shader,
+/// [(prelude, what the variant needs)]) (src/nn/conv/tiled.rs and precision.rs).
+const PRELUDES: &[(&str, &[(&str, Needs)])] = &[(
+    "conv2d_tiled.wgsl",
+    &[
+        ("conv2d_tiled_f32.wgsl", Needs::Nothing),
+        ("conv2d_tiled_f16.wgsl", Needs::ShaderF16),
+    ],
+)];
+
+/// Files that are not shaders on their own: the snippets and the preludes, with what each
+/// needs to validate.
+fn library_part(name: &str) -> Option<Needs> {
+    let snippet = SNIPPETS.iter().any(|(snippet, _)| name.ends_with(snippet));
+    let prelude = PRELUDES
+        .iter()
+        .flat_map(|(_, preludes)| preludes.iter())
+        .find(|(prelude, _)| name.ends_with(prelude));
+    match (snippet, prelude) {
+        (_, Some(&(_, needs))) => Some(needs),
+        (true, None) => Some(Needs::Nothing),
+        (false, None) => None,
+    }
+}
+
+/// A shader's sources as the library compiles them: with any snippet it uses prepended, once
+/// per prelude (or once, with none), and what each needs.
+fn compiled_sources(file: &Path) -> Vec<(String, Needs)> {
     let read = |path: &Path| {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
@@ -49,7 +96,14 @@ fn compiled_source(file: &Path) -> String {
             source.push_str(&read(&file.with_file_name(snippet)));
         }
     }
-    source + &read(file)
+    source += &read(file);
+    match PRELUDES.iter().find(|(user, _)| *user == name) {
+        Some((_, preludes)) => preludes
+            .iter()
+            .map(|&(prelude, needs)| (read(&file.with_file_name(prelude)) + &source, needs))
+            .collect(),
+        None => vec![(source, library_part(name).unwrap_or(Needs::Nothing))],
+    }
 }
 
 /// The values of `WORKGROUP_SIZE` that [`Tuning`] picks for any adapter type.
@@ -153,8 +207,8 @@ fn over_downlevel_limits(module: &Module, info: &ModuleInfo, name: &str) -> Opti
     })
 }
 
-fn validate(module: &Module, what: &str) -> ModuleInfo {
-    Validator::new(ValidationFlags::all(), Capabilities::empty())
+fn validate(module: &Module, needs: Needs, what: &str) -> ModuleInfo {
+    Validator::new(ValidationFlags::all(), needs.capabilities())
         .validate(module)
         .unwrap_or_else(|e| panic!("{what}: validation: {}", e.emit_to_string("")))
 }
@@ -180,14 +234,20 @@ fn to_msl(
     Ok(())
 }
 
-/// HLSL for shader model 5.1 (FXC, the oldest DX12 path) and 6.0 (DXC).
+/// HLSL for shader model 5.1 (FXC, the oldest DX12 path) and 6.0 (DXC); with f16, 6.2 (the
+/// first with 16-bit types, which wgpu's SHADER_F16 on DX12 needs).
 fn to_hlsl(
     module: &Module,
     info: &ModuleInfo,
     (stage, entry_point): (ShaderStage, &str),
+    needs: Needs,
 ) -> Result<(), String> {
     use naga::back::hlsl::ShaderModel;
-    for shader_model in [ShaderModel::V5_1, ShaderModel::V6_0] {
+    let shader_models = match needs {
+        Needs::Nothing => vec![ShaderModel::V5_1, ShaderModel::V6_0],
+        Needs::ShaderF16 => vec![ShaderModel::V6_2],
+    };
+    for shader_model in shader_models {
         let options = naga::back::hlsl::Options {
             shader_model,
             ..Default::default()
@@ -203,20 +263,26 @@ fn to_hlsl(
     Ok(())
 }
 
-/// SPIR-V 1.0 using only the capabilities every Vulkan 1.0 device has.
+/// SPIR-V 1.0 using only the capabilities every Vulkan 1.0 device has; with f16, also those
+/// wgpu's SHADER_F16 requires of a Vulkan device (shaderFloat16, 16-bit storage buffers).
 fn to_spirv(
     module: &Module,
     info: &ModuleInfo,
     (stage, entry_point): (ShaderStage, &str),
+    needs: Needs,
 ) -> Result<(), String> {
     use naga::back::spv::Capability;
+    let mut capabilities = vec![Capability::Shader, Capability::ImageQuery];
+    if needs == Needs::ShaderF16 {
+        capabilities.extend([
+            Capability::Float16,
+            Capability::StorageBuffer16BitAccess,
+            Capability::UniformAndStorageBuffer16BitAccess,
+        ]);
+    }
     let options = naga::back::spv::Options {
         lang_version: (1, 0),
-        capabilities: Some(
-            [Capability::Shader, Capability::ImageQuery]
-                .into_iter()
-                .collect(),
-        ),
+        capabilities: Some(capabilities.into_iter().collect()),
         ..Default::default()
     };
     let pipeline_options = naga::back::spv::PipelineOptions {
@@ -263,13 +329,18 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
     assert!(!files.is_empty(), "no shaders found under shaders/");
     let mut failures = Vec::new();
     let mut translated = 0;
-    for file in &files {
-        let source = compiled_source(file);
-        let name = file.display().to_string();
+    for (file, (source, needs)) in files
+        .iter()
+        .flat_map(|file| compiled_sources(file).into_iter().map(move |s| (file, s)))
+    {
+        let name = match needs {
+            Needs::Nothing => file.display().to_string(),
+            Needs::ShaderF16 => format!("{} (f16)", file.display()),
+        };
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
-        let info = validate(&module, &name);
-        if SNIPPETS.iter().any(|(snippet, _)| name.ends_with(snippet)) {
+        let info = validate(&module, needs, &name);
+        if library_part(&file.display().to_string()).is_some() {
             continue;
         }
         let entry_points: Vec<(ShaderStage, String)> = module
@@ -291,11 +362,15 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
                 .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
                 let over = over_downlevel_limits(&module, &info, entry_point.1);
                 failures.extend(over.map(|e| format!("{what}: {e}")));
+                let glsl = match needs {
+                    Needs::Nothing => to_glsl(&module, &info, entry_point),
+                    Needs::ShaderF16 => Ok(()),
+                };
                 for result in [
                     to_msl(&module, &info, entry_point),
-                    to_hlsl(&module, &info, entry_point),
-                    to_spirv(&module, &info, entry_point),
-                    to_glsl(&module, &info, entry_point),
+                    to_hlsl(&module, &info, entry_point, needs),
+                    to_spirv(&module, &info, entry_point, needs),
+                    glsl,
                 ] {
                     if let Err(e) = result {
                         failures.push(format!("{what}: {e}"));

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::pipeline_cache::hash;
-use super::{Autotune, GemmTile, TiledChoice, Tuning};
+use super::{Autotune, GemmTile, Precision, TiledChoice, Tuning};
 
 /// The first line of a cache file.
 const MAGIC: &str = "diffusion-wgpu autotune cache 1";
@@ -57,18 +57,20 @@ pub struct AutotuneReport {
 
 impl AutotuneCache {
     /// The state for `mode` on the adapter `adapter` ("name, driver ..." as the caller
-    /// describes it), with `tuning` and `limits`, loading `dir`'s file if it has one.
+    /// describes it), with `tuning`, `precision` (f16 kernels time differently) and `limits`,
+    /// loading `dir`'s file if it has one.
     pub(crate) fn open(
         mode: Autotune,
         adapter: &str,
-        tuning: &Tuning,
+        (tuning, precision): (&Tuning, Precision),
         limits: &wgpu::Limits,
         dir: Option<&Path>,
     ) -> Self {
         let header = format!(
-            "{MAGIC}\nadapter: {adapter}\ncrate: {}\nmode: {}\nkernels: workgroup {} split below {}\nlimits: binding {} invocations {}\n",
+            "{MAGIC}\nadapter: {adapter}\ncrate: {}\nmode: {}\nprecision: {}\nkernels: workgroup {} split below {}\nlimits: binding {} invocations {}\n",
             env!("CARGO_PKG_VERSION"),
             mode.name(),
+            precision.name(),
             tuning.block_workgroup_size,
             tuning.split_k_below_workgroups,
             limits
@@ -309,7 +311,7 @@ mod tests {
         AutotuneCache::open(
             mode,
             "test adapter",
-            &tuning,
+            (&tuning, Precision::F32),
             &wgpu::Limits::default(),
             Some(dir),
         )

@@ -5,6 +5,7 @@ mod autotune_cache;
 mod kernel;
 mod limits;
 mod pipeline_cache;
+mod precision;
 #[cfg(test)]
 mod spec_check;
 mod tensor;
@@ -18,6 +19,7 @@ pub use kernel::{
     WorkgroupSize,
 };
 pub use pipeline_cache::default_dir as default_pipeline_cache_dir;
+pub use precision::Precision;
 pub use tensor::GpuTensor;
 pub use texels::TexelTable;
 pub use timer::GpuTimer;
@@ -58,6 +60,9 @@ pub struct GpuOptions {
     /// driver and mode); `None` keeps them for the device's lifetime only. The platform's
     /// cache directory is [`default_pipeline_cache_dir`].
     pub autotune_cache_dir: Option<PathBuf>,
+    /// The convolutions' precision; [`Precision::Mixed`] requests `SHADER_F16` and fails with
+    /// [`Error::MissingFeature`] on an adapter without it.
+    pub precision: Precision,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels.
@@ -69,6 +74,7 @@ pub struct Gpu {
     queue: wgpu::Queue,
     adapter_info: Option<wgpu::AdapterInfo>,
     tuning: Tuning,
+    precision: Precision,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
     pipeline_cache: Option<PipelineCacheFile>,
@@ -184,10 +190,13 @@ impl Gpu {
             wanted_features |= PipelineCacheFile::FEATURES;
         }
         let optional_features = adapter.features() & wanted_features;
+        options
+            .precision
+            .check_features(&info.name, adapter.features())?;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("diffusion-wgpu"),
-                required_features: optional_features,
+                required_features: optional_features | options.precision.required_features(),
                 required_limits: options.limits.clone().unwrap_or_else(|| adapter.limits()),
                 ..Default::default()
             })
@@ -217,6 +226,9 @@ impl Gpu {
             }
             None => Tuning::for_device_type(info.device_type),
         };
+        if options.precision != Precision::F32 {
+            log::info!("precision {}", options.precision.describe());
+        }
         let errors = DeviceErrors::watch(&device);
         let pipeline_cache = options
             .pipeline_cache_dir
@@ -226,6 +238,7 @@ impl Gpu {
             device,
             queue,
             tuning,
+            precision: options.precision,
             adapter_info: Some(info),
             kernels: Mutex::default(),
             errors,
@@ -253,6 +266,7 @@ impl Gpu {
             queue,
             adapter_info: None,
             tuning: Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu),
+            precision: Precision::F32,
             kernels: Mutex::default(),
             errors: Arc::default(),
             pipeline_cache: None,
@@ -388,8 +402,8 @@ impl Gpu {
 
     /// Sets the [`Autotune`] mode and where its choices are kept (see
     /// [`GpuOptions::autotune_cache_dir`]), dropping the choices made so far; the file is
-    /// looked up for this adapter, mode and [`Tuning`], so call it after [`Gpu::with_tuning`]
-    /// or let that carry the mode over.
+    /// looked up for this adapter, mode, [`Tuning`] and [`Precision`], so call it after
+    /// [`Gpu::with_tuning`] and [`Gpu::with_precision`] or let them carry the mode over.
     pub fn with_autotune(mut self, mode: Autotune, cache_dir: Option<PathBuf>) -> Self {
         let adapter = match &self.adapter_info {
             Some(info) => format!(
@@ -402,7 +416,7 @@ impl Gpu {
             AutotuneCache::open(
                 mode,
                 &adapter,
-                &self.tuning,
+                (&self.tuning, self.precision),
                 &self.device.limits(),
                 cache_dir.as_deref(),
             )
@@ -426,6 +440,28 @@ impl Gpu {
     /// The autotune state, for the layers that are tuned (`None` with [`Autotune::Off`]).
     pub(crate) fn autotune_cache(&self) -> Option<&AutotuneCache> {
         self.autotune.as_ref()
+    }
+
+    /// The convolutions' precision (see [`GpuOptions::precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the convolutions' precision of a device from [`Gpu::from_device`] (created with
+    /// the features [`Precision::required_features`] lists), before any model loads on it.
+    /// Fails with [`Error::MissingFeature`] when the device lacks one.
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        let adapter = self
+            .adapter_info
+            .as_ref()
+            .map_or("(app-provided device)", |info| info.name.as_str());
+        precision.check_features(adapter, self.device.features())?;
+        log::info!("precision {}", precision.describe());
+        self.precision = precision;
+        // The autotune choices are kept per precision.
+        let mode = self.autotune();
+        let dir = self.autotune_dir.take();
+        Ok(self.with_autotune(mode, dir))
     }
 
     /// Waits until all submitted work has finished, then [`check`](Gpu::check)s for errors.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use diffusion_wgpu::{
-    DpmAlgorithm, DpmSolverOptions, FinalSigma, Method, PrevTimestep, SamplerSettings,
+    DpmAlgorithm, DpmSolverOptions, FinalSigma, Method, Precision, PrevTimestep, SamplerSettings,
     SchedulerConfig, SchedulerFile, TimestepSpacing, UniPcOptions,
 };
 
@@ -75,6 +75,8 @@ pub struct Txt2imgArgs {
     /// Output: a .png image, or a .safetensors file with `image` [1,3,H,W] in [-1, 1].
     #[arg(long, default_value = "txt2img.png")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -188,6 +190,8 @@ pub struct SampleArgs {
     /// Output: a .png image grid, or a .safetensors file with `x0` [B,C,H,W].
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 #[derive(clap::Args)]
@@ -201,6 +205,8 @@ pub struct ForwardArgs {
     /// Where to write `eps` (f32 [B,C,H,W]), the model's raw output.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 #[derive(clap::Args)]
@@ -254,6 +260,8 @@ pub struct BenchArgs {
     pub block_size: Option<BlockChoice>,
     #[command(flatten)]
     pub autotune: AutotuneArgs,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
 }
 
 /// `--autotune`, shared by `sample`, `bench` and `txt2img`.
@@ -285,6 +293,61 @@ impl AutotuneChoice {
             Self::Quick => diffusion_wgpu::Autotune::Quick,
             Self::Full => diffusion_wgpu::Autotune::Full,
         }
+    }
+}
+
+/// `--precision` (sample, forward, bench, txt2img).
+#[derive(clap::Args)]
+pub struct PrecisionArgs {
+    /// The convolutions' precision: f32 (matches diffusers), or mixed (f16 weights and
+    /// workgroup tiles, f32 accumulation and activations; needs SHADER_F16).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: PrecisionChoice,
+}
+
+/// The values of `--precision`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PrecisionChoice {
+    /// f32 everywhere.
+    F32,
+    /// f16 convolution operands, f32 accumulation (diffusion_wgpu::Precision::Mixed).
+    Mixed,
+}
+
+impl PrecisionChoice {
+    /// The library's precision.
+    pub fn precision(self) -> Precision {
+        match self {
+            PrecisionChoice::F32 => Precision::F32,
+            PrecisionChoice::Mixed => Precision::Mixed,
+        }
+    }
+}
+
+impl Cli {
+    /// The `--autotune` of the command that runs (off for `info`, `forward` and `toy`).
+    pub fn autotune(&self) -> diffusion_wgpu::Autotune {
+        let choice = match &self.command {
+            None => Some(&self.sample.autotune),
+            Some(Command::Sample(args)) => Some(&args.autotune),
+            Some(Command::Bench(args)) => Some(&args.autotune),
+            Some(Command::Txt2img(args)) => Some(&args.autotune),
+            Some(Command::Info | Command::Forward(_) | Command::Toy(_)) => None,
+        };
+        choice.map_or(diffusion_wgpu::Autotune::Off, |args| args.mode.mode())
+    }
+
+    /// The `--precision` of the command that runs (f32 for `info` and `toy`).
+    pub fn precision(&self) -> Precision {
+        let choice = match &self.command {
+            None => Some(&self.sample.precision),
+            Some(Command::Sample(args)) => Some(&args.precision),
+            Some(Command::Forward(args)) => Some(&args.precision),
+            Some(Command::Bench(args)) => Some(&args.precision),
+            Some(Command::Txt2img(args)) => Some(&args.precision),
+            Some(Command::Info | Command::Toy(_)) => None,
+        };
+        choice.map_or(Precision::F32, |args| args.precision.precision())
     }
 }
 

@@ -10,7 +10,7 @@ use diffusion_wgpu::gpu::AutotuneReport;
 use diffusion_wgpu::model::unet::{architecture_config, write_bundled_model};
 use diffusion_wgpu::model::unet_cond::UnetCondition;
 use diffusion_wgpu::nn::{RandomWeights, TensorSource};
-use diffusion_wgpu::{Error, Gpu, Sampler, SamplerSettings};
+use diffusion_wgpu::{Error, Gpu, Precision, Sampler, SamplerSettings};
 use indicatif::ProgressBar;
 
 use crate::ModelSource;
@@ -24,6 +24,11 @@ pub fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
     let source = ModelSource::from_args(&args.model);
     let unet = source.load(&gpu)?;
     let (name, (scheduler, _)) = (source.name(), source.scheduler_config()?);
+    // The report names a precision other than the default.
+    let name = match gpu.precision() {
+        Precision::F32 => name,
+        precision => format!("{name} ({precision:?} precision)"),
+    };
     let size = args
         .size
         .or(unet.config().sample_size)

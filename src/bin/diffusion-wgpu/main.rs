@@ -14,7 +14,7 @@ use args::{BenchArgs, BlockChoice, Cli, Command, ModelArgs};
 use clap::Parser;
 use diffusion_wgpu::model::unet::{BUNDLED_MODEL, ModelFiles, bundled_scheduler_config};
 use diffusion_wgpu::{
-    Autotune, BlockSize, Gpu, GpuOptions, Method, SchedulerConfig, SchedulerFile, Tuning, Unet,
+    BlockSize, Gpu, GpuOptions, Method, SchedulerConfig, SchedulerFile, Tuning, Unet,
 };
 
 fn main() -> ExitCode {
@@ -40,18 +40,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
     // Compiled pipelines (Vulkan) and autotuned convolution plans are kept in the platform's
     // cache directory, so a second run prepares the model faster.
-    let autotune = match &cli.command {
-        None => cli.sample.autotune.mode.mode(),
-        Some(Command::Sample(args)) => args.autotune.mode.mode(),
-        Some(Command::Bench(args)) => args.autotune.mode.mode(),
-        Some(Command::Txt2img(args)) => args.autotune.mode.mode(),
-        Some(Command::Info | Command::Forward(_) | Command::Toy(_)) => Autotune::Off,
-    };
     let cache_dir = diffusion_wgpu::gpu::default_pipeline_cache_dir();
     let mut gpu = Gpu::new(&GpuOptions {
         pipeline_cache_dir: cache_dir.clone(),
-        autotune,
+        autotune: cli.autotune(),
         autotune_cache_dir: cache_dir,
+        precision: cli.precision(),
         ..Default::default()
     })?;
     if let Some(Command::Bench(BenchArgs {

@@ -7,14 +7,17 @@
 //!
 //! With [`BlockSize::Tiled`] (the GPU default) every convolution runs instead as a tiled
 //! implicit GEMM ([`tiled`], shaders/conv2d_tiled.wgsl), its weights prepacked at load.
+//! Under [`Precision::Mixed`] every convolution runs as the tiled kernel with f16 operands
+//! ([`precision`]), whatever the kernel set: the register-blocked kernels have no f16 variant.
 
 mod autotune;
+mod precision;
 mod tiled;
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use super::{ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
-use crate::gpu::{Binding, BlockSize, GpuTensor, KernelSpec, TexelTable, WorkgroupSize};
+use crate::gpu::{Binding, BlockSize, GpuTensor, KernelSpec, Precision, TexelTable, WorkgroupSize};
 use crate::params_layout;
 
 /// Bindings of both convolution kernels (see shaders/conv2d.wgsl).
@@ -60,6 +63,9 @@ pub(crate) static SPECS: &[&KernelSpec] = &[
     tiled::SPECS[1],
     tiled::SPECS[2],
     tiled::SPECS[3],
+    precision::SPECS[0],
+    precision::SPECS[1],
+    precision::SPECS[2],
 ];
 
 /// Output channels per invocation of `conv2d` (shaders/conv2d.wgsl's BLOCK_C), and the block
@@ -160,7 +166,8 @@ pub(crate) enum Sampling {
     Up,
 }
 
-/// A convolution's weights, in the layout of the kernel the device's [`Tuning`] picks.
+/// A convolution's weights, in the layout of the kernel the device's [`Tuning`] picks (the
+/// tiled kernel's under [`Precision::Mixed`]).
 ///
 /// [`Tuning`]: crate::gpu::Tuning
 enum ConvWeights {
@@ -179,17 +186,16 @@ impl ConvWeights {
         name: &str,
     ) -> Result<Self> {
         let gpu = path.gpu();
-        Ok(match gpu.tuning().block_size {
-            BlockSize::Tiled => Self::Packed(tiled::PackedWeights::upload(
+        let tiled = gpu.tuning().block_size == BlockSize::Tiled;
+        Ok(match tiled || gpu.precision() == Precision::Mixed {
+            true => Self::Packed(tiled::PackedWeights::upload(
                 gpu,
                 weight,
                 c_out,
                 c_in * taps,
                 name,
             )?),
-            BlockSize::Large | BlockSize::Small => {
-                Self::Texels(conv_texels(path, weight, [c_out, c_in, taps], name)?)
-            }
+            false => Self::Texels(conv_texels(path, weight, [c_out, c_in, taps], name)?),
         })
     }
 }

@@ -359,3 +359,80 @@ fn every_kernel_matches_an_f64_convolution_over_odd_shapes() {
         gpu = Some(device);
     }
 }
+
+impl Data {
+    /// The data with the convolution's operands (inputs and weight) rounded to f16, as
+    /// [`Precision::Mixed`] stages them; bias, temb and residual stay f32.
+    fn with_f16_operands(&self) -> Self {
+        let round = |v: &[f32]| -> Vec<f32> {
+            v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+        };
+        Self {
+            first: round(&self.first),
+            second: round(&self.second),
+            weight: round(&self.weight),
+            bias: self.bias.clone(),
+            temb: self.temb.clone(),
+            residual: self.residual.clone(),
+        }
+    }
+}
+
+/// Mixed precision on both kernel sets and every tile, unsplit and split: exactly the f64
+/// convolution of the f16-rounded operands (f32 accumulation: under 1e-6), and within 2e-3 of
+/// the f32 operands' convolution (the f16 rounding itself: about 3e-4).
+#[test]
+fn mixed_precision_is_the_convolution_of_f16_rounded_operands() {
+    let options = GpuOptions {
+        precision: Precision::Mixed,
+        ..Default::default()
+    };
+    let gpu = Gpu::new(&options).unwrap();
+    let gpu_tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    let mut tunings = vec![Tuning::for_device_type(wgpu::DeviceType::Cpu), gpu_tuning];
+    for tile in GemmTile::ALL {
+        for split_k in [1, 3] {
+            tunings.push(Tuning {
+                conv_tiles: ConvTiles::Fixed { tile, split_k },
+                ..gpu_tuning
+            });
+        }
+    }
+    let mut gpu = Some(gpu);
+    for tuning in tunings {
+        let device = gpu.take().unwrap().with_tuning(tuning);
+        for case in CASES {
+            let data = Data::new(case);
+            let got = run(&device, case, &data);
+            let rounded = rel_l2(&got, &data.with_f16_operands().reference(case));
+            let exact = rel_l2(&got, &data.reference(case));
+            let what = format!("{:?}: {case:?}", tuning.conv_tiles);
+            assert!(rounded < 1e-6, "{what}: vs f16 operands {rounded:.2e}");
+            assert!(exact < 2e-3 && exact > 1e-5, "{what}: vs f32 {exact:.2e}");
+        }
+        device.wait_idle("mixed conv test").unwrap();
+        gpu = Some(device);
+    }
+}
+
+/// A weight beyond f16's range is a typed error naming the tensor, under mixed precision.
+#[test]
+fn a_weight_beyond_f16_range_is_an_error_under_mixed_precision() {
+    let options = GpuOptions {
+        precision: Precision::Mixed,
+        ..Default::default()
+    };
+    let gpu = Gpu::new(&options).unwrap();
+    let case = CASES[0];
+    let mut data = Data::new(&case);
+    data.weight[7] = 1e5;
+    let mut source = Given(&data);
+    let mut path = WeightPath::new(&gpu, &mut source);
+    let c_in = case.c_first + case.c_second;
+    let conv = Conv::load(&mut path.pp("conv"), c_in, case.c_out, 3, case.sampling);
+    let message = conv.err().expect("an error").to_string();
+    assert!(
+        message.contains("conv.weight") && message.contains("f16"),
+        "{message}"
+    );
+}

@@ -2,14 +2,21 @@
 //! ([`BlockSize::Tiled`](crate::gpu::BlockSize::Tiled)): the weights prepacked once at load as
 //! a [K_pad, C_out] matrix of vec4 rows, three tile variants through override constants, a
 //! shape rule that picks one per layer, and split-K with a second, reducing dispatch.
+//! The f16-operand variants of [`Precision::Mixed`](crate::Precision::Mixed) are in
+//! [`super::precision`].
 
 use super::super::ChannelTerm;
 use super::super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use super::precision::Operand;
 use crate::error::Result;
 use crate::gpu::{Binding, ConvTiles, GemmTile, Gpu, GpuTensor, KernelSpec, Tuning, WorkgroupSize};
 use crate::params_layout;
 
-const SOURCE: &str = include_str!("../../../shaders/conv2d_tiled.wgsl");
+/// The shader with f32 operands (its prelude defines `Operand`).
+const SOURCE: &str = concat!(
+    include_str!("../../../shaders/conv2d_tiled_f32.wgsl"),
+    include_str!("../../../shaders/conv2d_tiled.wgsl")
+);
 
 /// Bindings of both entry points (see shaders/conv2d_tiled.wgsl).
 const BINDINGS: &[Binding] = &[
@@ -26,11 +33,25 @@ const BINDINGS: &[Binding] = &[
 /// Rows of K per step of the shader (its BK); K is padded to a multiple of it.
 pub(super) const K_STEP: usize = 16;
 
-/// A tile variant of `conv2d_tiled`: its name (the kernel cache's key) and overrides.
-const fn variant(name: &'static str, overrides: &'static [(&'static str, f64)]) -> KernelSpec {
+/// The override constants of each tile (4 x 4 outputs per invocation).
+pub(super) type TileOverrides = &'static [(&'static str, f64)];
+pub(super) const OVERRIDES_64X64: TileOverrides =
+    &[("TILE_M", 64.0), ("TILE_N", 64.0), ("THREADS", 256.0)];
+pub(super) const OVERRIDES_32X64: TileOverrides =
+    &[("TILE_M", 32.0), ("TILE_N", 64.0), ("THREADS", 128.0)];
+pub(super) const OVERRIDES_32X32: TileOverrides =
+    &[("TILE_M", 32.0), ("TILE_N", 32.0), ("THREADS", 64.0)];
+
+/// A tile variant of `conv2d_tiled` compiled from `source` (the shader with an operand
+/// prelude): its name (the kernel cache's key) and overrides.
+pub(super) const fn variant(
+    source: &'static str,
+    name: &'static str,
+    overrides: TileOverrides,
+) -> KernelSpec {
     KernelSpec {
         name,
-        source: SOURCE,
+        source,
         entry_point: "conv2d_tiled",
         bindings: BINDINGS,
         params: Some(&PARAMS_LAYOUT),
@@ -38,18 +59,9 @@ const fn variant(name: &'static str, overrides: &'static [(&'static str, f64)]) 
     }
 }
 
-static TILED_64X64: KernelSpec = variant(
-    "conv2d_tiled_64x64",
-    &[("TILE_M", 64.0), ("TILE_N", 64.0), ("THREADS", 256.0)],
-);
-static TILED_32X64: KernelSpec = variant(
-    "conv2d_tiled_32x64",
-    &[("TILE_M", 32.0), ("TILE_N", 64.0), ("THREADS", 128.0)],
-);
-static TILED_32X32: KernelSpec = variant(
-    "conv2d_tiled_32x32",
-    &[("TILE_M", 32.0), ("TILE_N", 32.0), ("THREADS", 64.0)],
-);
+static TILED_64X64: KernelSpec = variant(SOURCE, "conv2d_tiled_64x64", OVERRIDES_64X64);
+static TILED_32X64: KernelSpec = variant(SOURCE, "conv2d_tiled_32x64", OVERRIDES_32X64);
+static TILED_32X32: KernelSpec = variant(SOURCE, "conv2d_tiled_32x32", OVERRIDES_32X32);
 
 /// Split-K's reduction: sums the partials in split order and applies the epilogue.
 static REDUCE: KernelSpec = KernelSpec {
@@ -65,7 +77,8 @@ static REDUCE: KernelSpec = KernelSpec {
 #[cfg(test)]
 pub(super) static SPECS: &[&KernelSpec] = &[&TILED_64X64, &TILED_32X64, &TILED_32X32, &REDUCE];
 
-fn spec(tile: GemmTile) -> &'static KernelSpec {
+/// The f32-operand kernel of `tile`.
+pub(super) fn spec(tile: GemmTile) -> &'static KernelSpec {
     match tile {
         GemmTile::M64N64 => &TILED_64X64,
         GemmTile::M32N64 => &TILED_32X64,
@@ -131,9 +144,11 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(TiledConvParams 
 });
 
 /// Weights as conv2d_tiled.wgsl reads them: A[k, m] = weight[m, k] at k * m_vec4 * 4 + m,
-/// rows padded to a multiple of 4 channels and to [`K_STEP`] rows, with zeros.
+/// rows padded to a multiple of 4 channels and to [`K_STEP`] rows, with zeros; stored as the
+/// device's [`Operand`] type.
 pub(super) struct PackedWeights {
-    buffer: GpuTensor,
+    buffer: wgpu::Buffer,
+    operand: Operand,
     /// vec4 per row: C_out / 4 rounded up.
     m_vec4: usize,
     /// K_pad / K_STEP.
@@ -157,8 +172,10 @@ pub(super) fn pack(weight: &[f32], c_out: usize, k: usize) -> (Vec<f32>, usize, 
 impl PackedWeights {
     pub fn upload(gpu: &Gpu, weight: &[f32], c_out: usize, k: usize, name: &str) -> Result<Self> {
         let (packed, m_vec4, k_steps) = pack(weight, c_out, k);
+        let operand = Operand::of(gpu.precision());
         Ok(Self {
-            buffer: GpuTensor::from_slice(gpu, &[packed.len()], &packed, name)?,
+            buffer: operand.upload(gpu, &packed, name)?,
+            operand,
             m_vec4,
             k_steps,
         })
@@ -336,14 +353,14 @@ impl TiledConv<'_> {
         let mut resources = vec![
             Resource::Tensor(input),
             optional(second),
-            Resource::Weight(self.weights.buffer.buffer()),
+            Resource::Weight(&self.weights.buffer),
         ];
         resources.extend(epilogue);
         resources.push(Resource::Tensor(gemm_output));
         let workgroups = tiles(plan.tile, self.c_out, n) * plan.split_k;
         let grid = graph.grid_for_workgroups(workgroups);
         graph.dispatch(
-            spec(plan.tile),
+            self.weights.operand.spec(plan.tile),
             &params,
             &resources,
             grid,
