@@ -25,7 +25,7 @@ impl Gpu {
     }
 
     /// Sets the [`Autotune`] mode and where its choices are kept (see
-    /// [`GpuOptions::autotune_cache_dir`]), dropping the choices made so far; the file is
+    /// [`GpuOptions::autotune_cache_dir`](super::GpuOptions::autotune_cache_dir)), dropping the choices made so far; the file is
     /// looked up for this adapter, mode, [`Tuning`] and [`Precision`], so call it after
     /// [`Gpu::with_tuning`] and [`Gpu::with_precision`] or let them carry the mode over.
     pub fn with_autotune(mut self, mode: Autotune, cache_dir: Option<PathBuf>) -> Self {
@@ -66,14 +66,14 @@ impl Gpu {
         self.autotune.as_ref()
     }
 
-    /// The convolutions' precision (see [`GpuOptions::precision`]).
+    /// The convolutions' precision (see [`GpuOptions::precision`](super::GpuOptions::precision)).
     pub fn precision(&self) -> Precision {
         self.precision
     }
 
     /// Sets the convolutions' precision of a device from [`Gpu::from_device`] (created with
     /// the features [`Precision::required_features`] lists), before any model loads on it.
-    /// Fails with [`Error::MissingFeature`] when the device lacks one.
+    /// Fails with [`Error::MissingFeature`](crate::Error::MissingFeature) when the device lacks one.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         let adapter = self
             .adapter_info
