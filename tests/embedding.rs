@@ -9,12 +9,23 @@ use diffusion_wgpu::io::write_png_grid;
 use diffusion_wgpu::model::unet::bundled_scheduler_config;
 use diffusion_wgpu::{
     Error, Gpu, GpuTensor, GridImage, GridLayout, LinearNoiseModel, NoiseModel, NoiseSource,
-    Sampler, SamplerSettings, SchedulerConfig, Unet,
+    Sampler, SamplerSettings, SchedulerConfig, Tuning, Unet,
 };
 
 /// The app's own device: its instance (honouring WGPU_BACKEND), adapter and device, shared
 /// with the sampler through `Gpu::from_device`.
 fn app_gpu() -> Arc<Gpu> {
+    Arc::new(app_device().0)
+}
+
+/// [`app_gpu`] with the kernel set `Gpu::new` would pick for the adapter's type (an app that
+/// knows its adapter can set it; `Gpu::from_device` alone assumes a GPU).
+fn app_gpu_tuned_for_adapter() -> Arc<Gpu> {
+    let (gpu, device_type) = app_device();
+    Arc::new(gpu.with_tuning(Tuning::for_device_type(device_type)))
+}
+
+fn app_device() -> (Gpu, wgpu::DeviceType) {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle().with_env());
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
@@ -25,7 +36,10 @@ fn app_gpu() -> Arc<Gpu> {
         ..Default::default()
     }))
     .unwrap_or_else(|e| panic!("no device: {e}"));
-    Arc::new(Gpu::from_device(device, queue))
+    (
+        Gpu::from_device(device, queue),
+        adapter.get_info().device_type,
+    )
 }
 
 fn grid_texture(gpu: &Gpu, layout: &GridLayout, format: wgpu::TextureFormat) -> wgpu::Texture {
@@ -227,7 +241,10 @@ fn step_by_step_run_into_rgba16float_texture_matches_sample() {
 /// stepped concurrently: each result is bitwise its single run's.
 #[test]
 fn two_samplers_on_two_threads_match_their_single_runs() {
-    let gpu = app_gpu();
+    // wgpu's GL backend panics when a thread waits over 6 s for the GL context another thread
+    // holds, and on llvmpipe one step of the GPU kernel set (tiled convolutions) takes about
+    // that long on a loaded machine: the CPU kernel set there, as `Gpu::new` would pick.
+    let gpu = app_gpu_tuned_for_adapter();
     let jobs = [
         ([2, 1, 28, 28], SamplerSettings::ddim(4, 0.0), 21u64),
         ([1, 1, 28, 28], SamplerSettings::ddpm(4), 22u64),
