@@ -1,6 +1,7 @@
 // A batched, strided matrix product C = scale * A B (`matmul`): the GEMM ceiling `bench`
 // compares the convolutions with (src/nn/profile.rs). The attention itself is the fused kernel
-// in flash_attention.wgsl, which declares the same Operand struct (one Rust mirror for both).
+// in flash_attention.wgsl. register_block.wgsl is appended: the Operand struct and the 16 x 16
+// block product.
 //
 // Bindings (group 0):
 //   0 params  uniform AttentionParams (below)
@@ -8,31 +9,17 @@
 //   2 b       storage read f32: the right operand B (K x N)
 //   3 c       storage read_write f32: the result C (M x N)
 //
-// Each operand is addressed through an Operand of strides: element (r, c) of slice z is at
-//   offset + (z / heads) * batch + (z % heads) * head + z * slice + r * row + c * col,
-// so transposes and batched (b, h) slices need no copies.
+// Each operand is addressed through an Operand of strides (register_block.wgsl), so transposes
+// and batched (b, h) slices need no copies.
 //
 // Work mapping: each invocation computes a register block of BLOCK_M rows x BLOCK_N columns
-// (16 x 16) of one slice, accumulating in f32 over K; per step of K it loads 16 values of A and
-// 16 of B for 256 FMAs (on lavapipe every storage-buffer load costs far more than an FMA, and
-// loops are not unrolled, so the block is written out by hand with constant indices). Each
-// invocation reads its operands straight from storage: sharing tiles through workgroup memory
-// needs barriers, which cost more than the loads they save there.
+// (16 x 16) of one slice, accumulating in f32 over K (register_block.wgsl's block_product).
+// Each invocation reads its operands straight from storage: sharing tiles through workgroup
+// memory needs barriers, which cost more than the loads they save on lavapipe.
 // Blocks run over (slice, row block, column block), column block fastest; the flat invocation
 // index is (workgroup.y * num_workgroups.x + workgroup.x) * WORKGROUP_SIZE + local (the grid is
 // folded into 2-D when it exceeds the per-dimension limit). Rows and columns past the edges load
 // clamped addresses and skip their stores, so any M, N, K work.
-
-struct Operand {
-    offset: u32,
-    batch: u32,
-    head: u32,
-    slice: u32,
-    row: u32,
-    col: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
 
 struct AttentionParams {
     // C is M x N; K is the inner dimension.
@@ -62,31 +49,17 @@ override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK_M: u32 = 16u;
 const BLOCK_N: u32 = 16u;
 
-// acc[4 * r + q]: row m0 + r, columns n0 + 4 * q + 0..3.
-var<private> acc: array<vec4<f32>, 64>;
-
-// Index of element (0, 0) of slice z of `o`.
-fn slice_base(o: Operand, z: u32) -> u32 {
-    return o.offset + (z / p.heads) * o.batch + (z % p.heads) * o.head + z * o.slice;
-}
-
 // The flat invocation index.
 fn flat(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (group.y * groups.x + group.x) * WORKGROUP_SIZE + local;
 }
 
-fn row_fma(r: u32, x: f32, y: array<vec4<f32>, 4>) {
-    acc[4u * r] += x * y[0];
-    acc[4u * r + 1u] += x * y[1];
-    acc[4u * r + 2u] += x * y[2];
-    acc[4u * r + 3u] += x * y[3];
-}
-
-fn load_a(at: vec4<u32>) -> vec4<f32> {
+// The loads of register_block.wgsl's block_product: A on the left, B on the right.
+fn load_left(at: vec4<u32>) -> vec4<f32> {
     return vec4(a[at.x], a[at.y], a[at.z], a[at.w]);
 }
 
-fn load_b(at: vec4<u32>) -> vec4<f32> {
+fn load_right(at: vec4<u32>) -> vec4<f32> {
     return vec4(b[at.x], b[at.y], b[at.z], b[at.w]);
 }
 
@@ -106,51 +79,11 @@ fn matmul(
     let m0 = (block / n_blocks) % m_blocks * BLOCK_M;
     let z = block / (n_blocks * m_blocks);
 
-    let lanes = vec4(0u, 1u, 2u, 3u);
-    let last_m = vec4(p.m - 1u);
-    let last_n = vec4(p.n - 1u);
-    let a_base = slice_base(p.a, z);
-    let b_base = slice_base(p.b, z);
-    let a_rows0 = a_base + min(m0 + lanes, last_m) * p.a.row;
-    let a_rows1 = a_base + min(m0 + 4u + lanes, last_m) * p.a.row;
-    let a_rows2 = a_base + min(m0 + 8u + lanes, last_m) * p.a.row;
-    let a_rows3 = a_base + min(m0 + 12u + lanes, last_m) * p.a.row;
-    let b_cols0 = b_base + min(n0 + lanes, last_n) * p.b.col;
-    let b_cols1 = b_base + min(n0 + 4u + lanes, last_n) * p.b.col;
-    let b_cols2 = b_base + min(n0 + 8u + lanes, last_n) * p.b.col;
-    let b_cols3 = b_base + min(n0 + 12u + lanes, last_n) * p.b.col;
-    for (var k = 0u; k < p.k; k++) {
-        let ka = vec4(k * p.a.col);
-        let kb = vec4(k * p.b.row);
-        let x0 = load_a(a_rows0 + ka);
-        let x1 = load_a(a_rows1 + ka);
-        let x2 = load_a(a_rows2 + ka);
-        let x3 = load_a(a_rows3 + ka);
-        let y = array(
-            load_b(b_cols0 + kb),
-            load_b(b_cols1 + kb),
-            load_b(b_cols2 + kb),
-            load_b(b_cols3 + kb),
-        );
-        row_fma(0u, x0.x, y);
-        row_fma(1u, x0.y, y);
-        row_fma(2u, x0.z, y);
-        row_fma(3u, x0.w, y);
-        row_fma(4u, x1.x, y);
-        row_fma(5u, x1.y, y);
-        row_fma(6u, x1.z, y);
-        row_fma(7u, x1.w, y);
-        row_fma(8u, x2.x, y);
-        row_fma(9u, x2.y, y);
-        row_fma(10u, x2.z, y);
-        row_fma(11u, x2.w, y);
-        row_fma(12u, x3.x, y);
-        row_fma(13u, x3.y, y);
-        row_fma(14u, x3.z, y);
-        row_fma(15u, x3.w, y);
-    }
+    let a_rows = block_lines(slice_base(p.a, z, p.heads), m0, p.m - 1u, p.a.row);
+    let b_cols = block_lines(slice_base(p.b, z, p.heads), n0, p.n - 1u, p.b.col);
+    block_product(a_rows, p.a.col, b_cols, p.b.row, p.k);
 
-    let c_base = slice_base(p.c, z);
+    let c_base = slice_base(p.c, z, p.heads);
     store_row(c_base, m0, n0, array(acc[0], acc[1], acc[2], acc[3]));
     store_row(c_base, m0 + 1u, n0, array(acc[4], acc[5], acc[6], acc[7]));
     store_row(c_base, m0 + 2u, n0, array(acc[8], acc[9], acc[10], acc[11]));

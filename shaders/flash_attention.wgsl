@@ -11,18 +11,20 @@
 //   3 v       storage read f32: the values (q, k and v may be one tensor, e.g. a fused qkv)
 //   4 out     storage read_write f32: the output, also the accumulator between key tiles
 //
+// register_block.wgsl is appended: the Operand struct and the 16 x 16 block product.
+//
 // Tensor layout: every operand is addressed through an Operand of strides, so one entry point
 // serves the spatial block's channel-major fused qkv [B, 3C, N] (token stride 1, channel
 // stride N) and the transformer's token-major rows [B, T, C] (token stride C, channel stride
 // 1). Element (token t, channel c) of slice s = b * heads + h is at
 //   offset + (s / heads) * batch + (s % heads) * head + t * row + c * col
-// (`slice` is unused here; the struct is shared with attention.wgsl's matmul).
+// (`slice` is 0: rows are tokens, columns channels).
 //
 // Work split: one invocation computes 16 queries of one slice, for `channels` consecutive
 // output channels of the head (a chunk; the host uses the whole head_dim unless the dispatch
 // would be too small to fill the device). Per tile of 16 keys it
 //   1. computes the 16 x 16 scores in registers over the whole head_dim (16 query and 16 key
-//      loads per 256 FMAs, the 16 x 16 register block of attention.wgsl's matmul),
+//      loads per 256 FMAs: register_block.wgsl's block_product into `acc`),
 //   2. updates each row's running max m and sum l, turns the scores into p = exp(s - m) and
 //      keeps the factor exp(m_old - m_new) for the rows' previous output,
 //   3. for each channel of its chunk: out = out * factor + p V (16 value loads, 16 output
@@ -40,17 +42,6 @@
 // addresses and skip their stores; keys past the end of the ragged last tile, and keys after
 // the query under the causal mask, get p = 0. With the causal mask a query block stops at the
 // tile holding its last query.
-
-struct Operand {
-    offset: u32,
-    batch: u32,
-    head: u32,
-    slice: u32,
-    row: u32,
-    col: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
 
 struct FlashParams {
     // Query and key tokens per slice, channels per head, heads.
@@ -84,30 +75,20 @@ override WORKGROUP_SIZE: u32 = 16u;
 const BLOCK: u32 = 16u;
 const LOWEST: f32 = -3.0e38;
 
-// s[4 * i + g]: query i of the block, keys 4 * g + 0..3 of the tile; scores, then p.
-var<private> s: array<vec4<f32>, 64>;
+// acc (register_block.wgsl), acc[4 * i + g]: query i of the block, keys 4 * g + 0..3 of the
+// tile; the scores, then p.
+
 // Per query of the block: running max, running sum, and the factor for its previous output.
 var<private> row_max: array<f32, 16>;
 var<private> row_sum: array<f32, 16>;
 var<private> factor: array<f32, 16>;
 
-// Index of element (0, 0) of slice z of `o`.
-fn slice_base(o: Operand, z: u32) -> u32 {
-    return o.offset + (z / p.heads) * o.batch + (z % p.heads) * o.head;
-}
-
-fn row_fma(i: u32, x: f32, y: array<vec4<f32>, 4>) {
-    s[4u * i] += x * y[0];
-    s[4u * i + 1u] += x * y[1];
-    s[4u * i + 2u] += x * y[2];
-    s[4u * i + 3u] += x * y[3];
-}
-
-fn load_q(at: vec4<u32>) -> vec4<f32> {
+// The loads of block_product: queries on the left, keys (the columns of K^T) on the right.
+fn load_left(at: vec4<u32>) -> vec4<f32> {
     return vec4(q[at.x], q[at.y], q[at.z], q[at.w]);
 }
 
-fn load_k(at: vec4<u32>) -> vec4<f32> {
+fn load_right(at: vec4<u32>) -> vec4<f32> {
     return vec4(k[at.x], k[at.y], k[at.z], k[at.w]);
 }
 
@@ -134,10 +115,10 @@ fn softmax_row(i: u32, query: u32, j0: u32, first: bool, last: bool) {
     let valid2 = keys + 8u < limit;
     let valid3 = keys + 12u < limit;
     let low = vec4(LOWEST);
-    let x0 = select(low, p.scale * s[4u * i], valid0);
-    let x1 = select(low, p.scale * s[4u * i + 1u], valid1);
-    let x2 = select(low, p.scale * s[4u * i + 2u], valid2);
-    let x3 = select(low, p.scale * s[4u * i + 3u], valid3);
+    let x0 = select(low, p.scale * acc[4u * i], valid0);
+    let x1 = select(low, p.scale * acc[4u * i + 1u], valid1);
+    let x2 = select(low, p.scale * acc[4u * i + 2u], valid2);
+    let x3 = select(low, p.scale * acc[4u * i + 3u], valid3);
     let old_max = select(row_max[i], LOWEST, first);
     let old_sum = select(row_sum[i], 0.0, first);
     let new_max = max(old_max, max(max(max4(x0), max4(x1)), max(max4(x2), max4(x3))));
@@ -160,16 +141,16 @@ fn softmax_row(i: u32, query: u32, j0: u32, first: bool, last: bool) {
         p3 *= inv;
     }
     factor[i] = f;
-    s[4u * i] = p0;
-    s[4u * i + 1u] = p1;
-    s[4u * i + 2u] = p2;
-    s[4u * i + 3u] = p3;
+    acc[4u * i] = p0;
+    acc[4u * i + 1u] = p1;
+    acc[4u * i + 2u] = p2;
+    acc[4u * i + 3u] = p3;
 }
 
 // out[at] = out[at] * factor + p V for row i (the old value is not read on the first tile).
 fn accumulate(i: u32, at: u32, y: array<vec4<f32>, 4>, first: bool) {
-    var o = (dot(s[4u * i], y[0]) + dot(s[4u * i + 1u], y[1]))
-        + (dot(s[4u * i + 2u], y[2]) + dot(s[4u * i + 3u], y[3]));
+    var o = (dot(acc[4u * i], y[0]) + dot(acc[4u * i + 1u], y[1]))
+        + (dot(acc[4u * i + 2u], y[2]) + dot(acc[4u * i + 3u], y[3]));
     if (!first) {
         o += factor[i] * out[at];
     }
@@ -193,59 +174,19 @@ fn flash_attention(
     let t0 = (index / chunks) % query_blocks * BLOCK;
     let z = index / (chunks * query_blocks);
 
-    let lanes = vec4(0u, 1u, 2u, 3u);
     let last_query = p.queries - 1u;
-    let last_q = vec4(last_query);
-    let last_k = vec4(p.keys - 1u);
-    let q_base = slice_base(p.q, z);
-    let k_base = slice_base(p.k, z);
-    let v_base = slice_base(p.v, z);
-    let out_base = slice_base(p.out, z);
-    let q_rows0 = q_base + min(t0 + lanes, last_q) * p.q.row;
-    let q_rows1 = q_base + min(t0 + 4u + lanes, last_q) * p.q.row;
-    let q_rows2 = q_base + min(t0 + 8u + lanes, last_q) * p.q.row;
-    let q_rows3 = q_base + min(t0 + 12u + lanes, last_q) * p.q.row;
+    let last_key = p.keys - 1u;
+    let q_rows = block_lines(slice_base(p.q, z, p.heads), t0, last_query, p.q.row);
+    let v_base = slice_base(p.v, z, p.heads);
+    let out_base = slice_base(p.out, z, p.heads);
     // Keys needed by the block: all of them, or up to its last query under the causal mask.
     let end = select(p.keys, min(p.keys, min(t0 + BLOCK, p.queries)), p.causal == 1u);
 
     for (var j0 = 0u; j0 < end; j0 += BLOCK) {
         // 1. Scores of the tile, unscaled.
-        // (Whole-array assignments only: a loop indexing `s` would put it in memory.)
-        s = array<vec4<f32>, 64>();
-        let k_rows0 = k_base + min(j0 + lanes, last_k) * p.k.row;
-        let k_rows1 = k_base + min(j0 + 4u + lanes, last_k) * p.k.row;
-        let k_rows2 = k_base + min(j0 + 8u + lanes, last_k) * p.k.row;
-        let k_rows3 = k_base + min(j0 + 12u + lanes, last_k) * p.k.row;
-        for (var c = 0u; c < p.head_dim; c++) {
-            let cq = vec4(c * p.q.col);
-            let ck = vec4(c * p.k.col);
-            let x0 = load_q(q_rows0 + cq);
-            let x1 = load_q(q_rows1 + cq);
-            let x2 = load_q(q_rows2 + cq);
-            let x3 = load_q(q_rows3 + cq);
-            let y = array(
-                load_k(k_rows0 + ck),
-                load_k(k_rows1 + ck),
-                load_k(k_rows2 + ck),
-                load_k(k_rows3 + ck),
-            );
-            row_fma(0u, x0.x, y);
-            row_fma(1u, x0.y, y);
-            row_fma(2u, x0.z, y);
-            row_fma(3u, x0.w, y);
-            row_fma(4u, x1.x, y);
-            row_fma(5u, x1.y, y);
-            row_fma(6u, x1.z, y);
-            row_fma(7u, x1.w, y);
-            row_fma(8u, x2.x, y);
-            row_fma(9u, x2.y, y);
-            row_fma(10u, x2.z, y);
-            row_fma(11u, x2.w, y);
-            row_fma(12u, x3.x, y);
-            row_fma(13u, x3.y, y);
-            row_fma(14u, x3.z, y);
-            row_fma(15u, x3.w, y);
-        }
+        acc = array<vec4<f32>, 64>();
+        let k_rows = block_lines(slice_base(p.k, z, p.heads), j0, last_key, p.k.row);
+        block_product(q_rows, p.q.col, k_rows, p.k.col, p.head_dim);
 
         // 2. Online softmax, row by row.
         let first = j0 == 0u;
@@ -269,17 +210,14 @@ fn flash_attention(
 
         // 3. out = out * factor + p V over the chunk's channels, rows past the end skipped.
         let rows = min(BLOCK, p.queries - t0);
-        let v_rows0 = v_base + min(j0 + lanes, last_k) * p.v.row;
-        let v_rows1 = v_base + min(j0 + 4u + lanes, last_k) * p.v.row;
-        let v_rows2 = v_base + min(j0 + 8u + lanes, last_k) * p.v.row;
-        let v_rows3 = v_base + min(j0 + 12u + lanes, last_k) * p.v.row;
+        let v_rows = block_lines(v_base, j0, last_key, p.v.row);
         for (var c = c0; c < c1; c++) {
             let cv = vec4(c * p.v.col);
             let y = array(
-                load_v(v_rows0 + cv),
-                load_v(v_rows1 + cv),
-                load_v(v_rows2 + cv),
-                load_v(v_rows3 + cv),
+                load_v(v_rows[0] + cv),
+                load_v(v_rows[1] + cv),
+                load_v(v_rows[2] + cv),
+                load_v(v_rows[3] + cv),
             );
             let at = out_base + t0 * p.out.row + c * p.out.col;
             accumulate_rows(rows, at, y, first);

@@ -11,7 +11,10 @@ use crate::params_layout;
 /// invocation.
 pub(super) static FLASH: KernelSpec = KernelSpec {
     name: "flash_attention",
-    source: include_str!("../../../shaders/flash_attention.wgsl"),
+    source: concat!(
+        include_str!("../../../shaders/flash_attention.wgsl"),
+        include_str!("../../../shaders/register_block.wgsl")
+    ),
     entry_point: "flash_attention",
     bindings: &[
         Binding::Uniform,

@@ -24,7 +24,10 @@ const BINDINGS: &[Binding] = &[
     Binding::StorageReadWrite,
 ];
 
-const SOURCE: &str = include_str!("../../../shaders/attention.wgsl");
+const SOURCE: &str = concat!(
+    include_str!("../../../shaders/attention.wgsl"),
+    include_str!("../../../shaders/register_block.wgsl")
+);
 
 /// `matmul`: a 16 x 16 block of one slice per invocation.
 static MATMUL: KernelSpec = KernelSpec {
@@ -43,7 +46,7 @@ pub(crate) static SPECS: &[&KernelSpec] = &[&MATMUL, &flash::FLASH];
 /// Rows and columns of the output block one `matmul` invocation computes.
 const MATMUL_BLOCK: usize = 16;
 
-/// Mirrors `Operand` in shaders/attention.wgsl and shaders/flash_attention.wgsl: element
+/// Mirrors `Operand` in shaders/register_block.wgsl (appended to both attention shaders): element
 /// (r, c) of slice z = b * heads + h is at
 /// `offset + (z / heads) * batch + (z % heads) * head + z * slice + r * row + c * col`
 /// (`slice` is 0 for the fused kernel, whose rows are tokens and columns channels).

@@ -3,7 +3,8 @@
 //! spatial block does): several heads, head_dim 33 (a ragged channel chunk), 40, 64 and 512,
 //! queries != keys, the causal mask, several key tiles with a ragged last one, whole and
 //! split channel chunks on both kernel sets, and a device whose storage binding limit is
-//! below one slice's scores.
+//! below one slice's scores. Also `bench`'s GEMM ceiling (`plain_matmul`), which shares the
+//! register block, against an f64 product.
 
 use super::*;
 use crate::error::Error;
@@ -264,4 +265,60 @@ fn no_scores_tensor_is_needed_when_one_slice_of_scores_exceeds_the_binding_limit
     let error = rel_l2(&got, &want);
     eprintln!("{case:?}: {error:.2e}");
     assert!(error < 2e-6, "{error:.2e}");
+}
+
+/// `plain_matmul` (bench's GEMM ceiling, the same 16 x 16 register block as the scores): two
+/// slices of ragged 37 x 45 x 19 against an f64 product.
+#[test]
+fn the_gemm_ceiling_matches_an_f64_product() {
+    let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+    let (count, m, n, k) = (2, 37, 45, 19);
+    let shape = MatmulShape {
+        count: count as u64,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+    };
+    let mut graph = GraphBuilder::new(&gpu);
+    let a = graph.input(count * m * k, "a").unwrap();
+    let b = graph.input(count * k * n, "b").unwrap();
+    let c = graph.tensor(count * m * n, "c").unwrap();
+    graph.mark_output(c);
+    plain_matmul(&mut graph, shape, [a, b, c]);
+    let graph = graph.finish();
+    let (a_values, b_values) = (values(count * m * k, 3, 1.0), values(count * k * n, 4, 1.0));
+    gpu.queue()
+        .write_buffer(graph.buffer(a), 0, bytemuck::cast_slice(&a_values));
+    gpu.queue()
+        .write_buffer(graph.buffer(b), 0, bytemuck::cast_slice(&b_values));
+    let readback = GpuTensor::zeros(&gpu, &[count * m * n], "readback").unwrap();
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    graph.record(&mut encoder.begin_compute_pass(&Default::default()));
+    encoder.copy_buffer_to_buffer(
+        graph.buffer(c),
+        0,
+        readback.buffer(),
+        0,
+        readback.buffer().size(),
+    );
+    gpu.queue().submit([encoder.finish()]);
+    let got = readback.read(&gpu).unwrap();
+    let mut want = Vec::with_capacity(count * m * n);
+    for z in 0..count {
+        for row in 0..m {
+            for col in 0..n {
+                want.push(
+                    (0..k)
+                        .map(|i| {
+                            f64::from(a_values[(z * m + row) * k + i])
+                                * f64::from(b_values[(z * k + i) * n + col])
+                        })
+                        .sum::<f64>(),
+                );
+            }
+        }
+    }
+    let error = rel_l2(&got, &want);
+    eprintln!("gemm: {error:.2e}");
+    assert!(error < 1e-6, "{error:.2e}");
 }
