@@ -3,8 +3,6 @@
 //! prompt's), and the step kernel combines the two predictions (`u + scale * (c - u)`) as it
 //! reads them ([`Guidance::ClassifierFree`]).
 
-use std::sync::Mutex;
-
 use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::model::unet_cond::UnetCondition;
@@ -18,9 +16,6 @@ pub(crate) struct GuidedUnet<'a> {
     context: GpuTensor,
     /// The guidance scale; `None`: no guidance (one pass on the prompt's states).
     scale: Option<f32>,
-    /// The sample twice ([2B, C, H, W]), the U-Net's input under guidance; allocated for the
-    /// first batch seen.
-    doubled: Mutex<Option<GpuTensor>>,
 }
 
 impl<'a> GuidedUnet<'a> {
@@ -31,7 +26,6 @@ impl<'a> GuidedUnet<'a> {
             unet,
             context,
             scale,
-            doubled: Mutex::new(None),
         }
     }
 }
@@ -48,35 +42,16 @@ impl NoiseModel for GuidedUnet<'_> {
     /// its conditional ones, uncombined.
     fn predict(
         &self,
-        gpu: &Gpu,
+        _gpu: &Gpu,
         encoder: &mut wgpu::CommandEncoder,
         sample: &GpuTensor,
         timesteps: &[u32],
         _conditioning: &Conditioning,
         output: &GpuTensor,
     ) -> Result<()> {
-        if self.scale.is_none() {
-            return self
-                .unet
-                .record(encoder, sample, timesteps, &self.context, output);
-        }
-        let shape = sample.shape();
-        let doubled_shape = [2 * shape[0], shape[1], shape[2], shape[3]];
-        let mut doubled = self.doubled.lock().unwrap_or_else(|e| e.into_inner());
-        let samples = match doubled.take() {
-            Some(samples) if samples.shape() == doubled_shape => samples,
-            _ => GpuTensor::zeros(gpu, &doubled_shape, "doubled sample")?,
-        };
-        // Two copies: the U-Net's graph reads a [2B, ..] input (its first convolution does not
-        // index the batch modulo B).
-        let bytes = (sample.len() * 4) as u64;
-        encoder.copy_buffer_to_buffer(sample.buffer(), 0, samples.buffer(), 0, bytes);
-        encoder.copy_buffer_to_buffer(sample.buffer(), 0, samples.buffer(), bytes, bytes);
-        let timesteps: Vec<u32> = timesteps.iter().chain(timesteps).copied().collect();
-        let recorded = self
-            .unet
-            .record(encoder, &samples, &timesteps, &self.context, output);
-        *doubled = Some(samples);
-        recorded
+        // Under guidance the U-Net's input is the sample twice, copied into its [2B, ..] input.
+        let copies = if self.scale.is_some() { 2 } else { 1 };
+        self.unet
+            .record_repeated(encoder, sample, copies, timesteps, &self.context, output)
     }
 }

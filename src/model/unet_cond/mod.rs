@@ -241,11 +241,27 @@ impl UnetCondition {
         context: &GpuTensor,
         output: &GpuTensor,
     ) -> Result<()> {
-        let shape = self.check(sample, timesteps, context, output)?;
+        self.record_repeated(encoder, sample, 1, timesteps, context, output)
+    }
+
+    /// [`Self::record`] on `copies` copies of the batch: the U-Net's input is `sample`
+    /// [B, C, H, W] `copies` times ([copies * B, ..], each copy with `timesteps`), `context`
+    /// and `output` have copies * B items. Classifier-free guidance runs the sample twice this
+    /// way, copied straight into the graph's input.
+    pub(crate) fn record_repeated(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        sample: &GpuTensor,
+        copies: usize,
+        timesteps: &[u32],
+        context: &GpuTensor,
+        output: &GpuTensor,
+    ) -> Result<()> {
+        let shape = self.check(sample, copies, timesteps, context, output)?;
         let tokens = context.shape()[1];
         let c0 = self.config.block_out_channels[0];
-        let time_proj: Vec<f32> = timesteps
-            .iter()
+        let time_proj: Vec<f32> = (0..copies)
+            .flat_map(|_| timesteps)
             .flat_map(|&t| {
                 timestep_embedding(t, c0, self.config.flip_sin_to_cos, self.config.freq_shift)
             })
@@ -269,13 +285,15 @@ impl UnetCondition {
             bytemuck::cast_slice(&time_proj),
         );
         let bytes = |t: &GpuTensor| (t.len() * 4) as u64;
-        encoder.copy_buffer_to_buffer(
-            sample.buffer(),
-            0,
-            graph.buffer(compiled.sample),
-            0,
-            bytes(sample),
-        );
+        for copy in 0..copies as u64 {
+            encoder.copy_buffer_to_buffer(
+                sample.buffer(),
+                0,
+                graph.buffer(compiled.sample),
+                copy * bytes(sample),
+                bytes(sample),
+            );
+        }
         encoder.copy_buffer_to_buffer(
             context.buffer(),
             0,
@@ -300,9 +318,11 @@ impl UnetCondition {
         Ok(())
     }
 
+    /// The U-Net's input shape ([copies * B, C, H, W]) once every tensor's shape is right.
     fn check(
         &self,
         sample: &GpuTensor,
+        copies: usize,
         timesteps: &[u32],
         context: &GpuTensor,
         output: &GpuTensor,
@@ -328,6 +348,14 @@ impl UnetCondition {
                 ));
             }
         };
+        if timesteps.len() != shape[0] {
+            return Err(error(
+                "timesteps",
+                format!("{} values", shape[0]),
+                &[timesteps.len()],
+            ));
+        }
+        let shape = [copies * shape[0], shape[1], shape[2], shape[3]];
         let cross = self.config.cross_attention_dim;
         if !matches!(*context.shape(), [b, t, d] if b == shape[0] && t > 0 && d == cross) {
             return Err(error(
@@ -339,13 +367,6 @@ impl UnetCondition {
         let out = [shape[0], self.config.out_channels, shape[2], shape[3]];
         if output.shape() != out {
             return Err(error("output", format!("{out:?}"), output.shape()));
-        }
-        if timesteps.len() != shape[0] {
-            return Err(error(
-                "timesteps",
-                format!("{} values", shape[0]),
-                &[timesteps.len()],
-            ));
         }
         Ok(shape)
     }
