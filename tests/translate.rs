@@ -33,9 +33,27 @@ fn shader_files() -> Vec<PathBuf> {
     files
 }
 
-/// Function libraries with no entry point, and the shaders their KernelSpecs prepend them to
-/// (src/nn/linear.rs and src/nn/elementwise.rs concatenate the sources).
-const SNIPPETS: &[(&str, &[&str])] = &[("activations.wgsl", &["linear.wgsl", "elementwise.wgsl"])];
+/// Where a snippet goes in the shaders that use it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Place {
+    Before,
+    After,
+}
+
+/// Function libraries with no entry point, where they go and the shaders their KernelSpecs
+/// concatenate them with (src/nn/linear.rs, src/nn/elementwise.rs, src/nn/attention/).
+const SNIPPETS: &[(&str, Place, &[&str])] = &[
+    (
+        "activations.wgsl",
+        Place::Before,
+        &["linear.wgsl", "elementwise.wgsl"],
+    ),
+    (
+        "register_block.wgsl",
+        Place::After,
+        &["attention.wgsl", "flash_attention.wgsl"],
+    ),
+];
 
 /// What a shader variant may use, and so which back ends and versions it is translated for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,7 +86,7 @@ const PRELUDES: &[(&str, &[(&str, Needs)])] = &[(
 /// Files that are not shaders on their own: the snippets and the preludes, with what each
 /// needs to validate.
 fn library_part(name: &str) -> Option<Needs> {
-    let snippet = SNIPPETS.iter().any(|(snippet, _)| name.ends_with(snippet));
+    let snippet = SNIPPETS.iter().any(|(snippet, ..)| name.ends_with(snippet));
     let prelude = PRELUDES
         .iter()
         .flat_map(|(_, preludes)| preludes.iter())
@@ -80,8 +98,9 @@ fn library_part(name: &str) -> Option<Needs> {
     }
 }
 
-/// A shader's sources as the library compiles them: with any snippet it uses prepended, once
-/// per prelude (or once, with none), and what each needs.
+/// A shader's sources as the library compiles them: with the snippets it uses before and
+/// after it, once per prelude (or once, with none), and what each needs. A snippet that needs
+/// its user's definitions is read as its first user's source.
 fn compiled_sources(file: &Path) -> Vec<(String, Needs)> {
     let read = |path: &Path| {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -90,13 +109,20 @@ fn compiled_sources(file: &Path) -> Vec<(String, Needs)> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    let mut source = String::new();
-    for (snippet, users) in SNIPPETS {
-        if users.contains(&name) {
-            source.push_str(&read(&file.with_file_name(snippet)));
-        }
+    if let Some((_, _, users)) = SNIPPETS
+        .iter()
+        .find(|(snippet, place, _)| *snippet == name && *place == Place::After)
+    {
+        return compiled_sources(&file.with_file_name(users[0]));
     }
-    source += &read(file);
+    let snippets = |at: Place| -> String {
+        SNIPPETS
+            .iter()
+            .filter(|(_, place, users)| *place == at && users.contains(&name))
+            .map(|(snippet, ..)| read(&file.with_file_name(snippet)))
+            .collect()
+    };
+    let source = snippets(Place::Before) + &read(file) + &snippets(Place::After);
     match PRELUDES.iter().find(|(user, _)| *user == name) {
         Some((_, preludes)) => preludes
             .iter()
