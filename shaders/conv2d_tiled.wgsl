@@ -5,8 +5,10 @@
 // (im2col on the fly), with the fusions of conv2d.wgsl: zero padding (`pad` before, implied
 // after), stride, a nearest 2x upsample of the input, and a channel concatenation of two
 // inputs (channels 0..c_first from `input`, the rest from `second`: the up blocks' skip
-// concatenation, without a concat dispatch); and in the epilogue the bias, the time-embedding
-// term and the scaled residual sum.
+// concatenation, without a concat dispatch), a group norm of the input (with its FiLM terms
+// and SiLU: the coefficients group_norm.wgsl's `group_norm_coefficients` computed, applied to
+// each gathered value, so the normalised tensor is never written); and in the epilogue the
+// bias, the time-embedding term and the scaled residual sum.
 //
 // Bindings (group 0):
 //   0 params    uniform TiledConvParams
@@ -21,6 +23,9 @@
 //               (residual + conv) * output_scale
 //   7 output    storage read_write f32 [B, C_out, H_out, W_out]; with split_k > 1, the raw
 //               partial sums [split_k, B, C_out, H_out, W_out] instead
+//   8 norm      storage read vec4<f32> [B, C_in]: when input_norm > 0, input channel c of image
+//               b is read as y = (x - mean) * scale + shift with (mean, scale, shift, _) =
+//               norm[b * C_in + c], then SiLU when input_norm = 2; zero padding stays zero
 //
 // Work mapping: a workgroup computes a TILE_M x TILE_N output tile (override constants, set per
 // variant at pipeline creation; THREADS = TILE_M * TILE_N / 16), each invocation 4 channels x 4
@@ -74,6 +79,11 @@ struct TiledConvParams {
     m_tiles: u32,
     n_tiles: u32,
     out_len: u32,
+    // 0: the input as stored; 1: group-normalised through `norm`; 2: normalised, then SiLU.
+    input_norm: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: TiledConvParams;
@@ -84,6 +94,7 @@ struct TiledConvParams {
 @group(0) @binding(5) var<storage, read> temb: array<f32>;
 @group(0) @binding(6) var<storage, read> residual: array<f32>;
 @group(0) @binding(7) var<storage, read_write> output: array<f32>;
+@group(0) @binding(8) var<storage, read> norm: array<vec4<f32>>;
 
 override TILE_M: u32 = 64u;
 override TILE_N: u32 = 64u;
@@ -103,6 +114,7 @@ var<private> g_iy0: i32;
 var<private> g_ix0: i32;
 var<private> g_first: u32;
 var<private> g_second: u32;
+var<private> g_norm: u32;
 
 fn setup_gather(n: u32) {
     let plane_out = p.h_out * p.w_out;
@@ -114,6 +126,21 @@ fn setup_gather(n: u32) {
     let plane_in = p.h_in * p.w_in;
     g_first = b * p.c_first * plane_in;
     g_second = b * (p.c_in - p.c_first) * plane_in;
+    g_norm = b * p.c_in;
+}
+
+// Input channel ci's value x as the convolution reads it: with the group norm of the input
+// when input_norm > 0, in group_norm.wgsl's expression and order.
+fn prologue(x: f32, ci: u32) -> f32 {
+    if (p.input_norm == 0u) {
+        return x;
+    }
+    let c = norm[g_norm + ci];
+    var y = (x - c.x) * c.y + c.z;
+    if (p.input_norm == 2u) {
+        y = y / (1.0 + exp(-y));
+    }
+    return y;
 }
 
 // B[k, this invocation's pixel]: the input value under tap k, zero outside the image and K.
@@ -134,9 +161,9 @@ fn gather(k: u32) -> f32 {
     let at = ((u32(iy) >> p.upsample) * p.w_in) + (u32(ix) >> p.upsample);
     let plane_in = p.h_in * p.w_in;
     if (ci < p.c_first) {
-        return input[g_first + ci * plane_in + at];
+        return prologue(input[g_first + ci * plane_in + at], ci);
     }
-    return second[g_second + (ci - p.c_first) * plane_in + at];
+    return prologue(second[g_second + (ci - p.c_first) * plane_in + at], ci);
 }
 
 // The i-th vec4 of A this invocation loads for the K step at row k0: element

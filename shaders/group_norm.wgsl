@@ -5,6 +5,11 @@
 // loads and one store per element (on CPU Vulkan every storage access and every barrier is
 // costly). The variance is the biased one, as torch's.
 //
+// Two entry points: `group_norm` writes the normalised tensor; `group_norm_coefficients` only
+// the per-channel map y = (x - mean) * scale + shift, as (mean, scale, shift, 0) per (b, c),
+// for a tiled convolution that applies it (and the SiLU) as it gathers its input
+// (shaders/conv2d_tiled.wgsl `prologue`), so the normalised tensor is never written.
+//
 // Bindings (group 0):
 //   0 params  uniform NormParams
 //   1 input   storage read f32 [B, C, H, W]
@@ -12,7 +17,7 @@
 //   3 beta    storage read f32 [C]
 //   4 temb    storage read f32 [B, temb_stride]: when scale_shift = 1, y = y * (1 + temb[b, c])
 //             + temb[b, C + c] after the affine map (diffusers' resnet_time_scale_shift)
-//   5 output  storage read_write f32 [B, C, H, W]
+//   5 output  storage read_write f32 [B, C, H, W]; group_norm_coefficients: [B, C, 4]
 //   6 second  storage read f32 [B, C - first_channels, H, W]: when first_channels < C the input
 //             is the channel concatenation [input, second] (the up blocks' skip concatenation,
 //             read in place on the GPU path instead of by a concat dispatch)
@@ -70,16 +75,11 @@ fn element(j: u32) -> f32 {
     return second[second_at + j - split];
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn group_norm(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let g = group.x;
-    let b = group.y;
+// The mean and 1 / std of group g of image b (every invocation of the workgroup gets them),
+// with the element reads of the group set up.
+fn group_moments(g: u32, b: u32, local: u32) -> vec2<f32> {
     let channels_per_group = p.channels / p.groups;
     let count = channels_per_group * p.plane;
-    let base = (b * p.channels + g * channels_per_group) * p.plane;
     let c0 = g * channels_per_group;
     let first_in_group = min(p.first_channels - min(c0, p.first_channels), channels_per_group);
     split = first_in_group * p.plane;
@@ -94,25 +94,62 @@ fn group_norm(
     let moments = workgroup_sum(local, sums) / f32(count);
     let mean = first + moments.x;
     let variance = max(moments.y - moments.x * moments.x, 0.0);
-    let inv_std = 1.0 / sqrt(variance + p.eps);
-    // Per channel: y = (x - mean) * scale + shift with the affine map and the FiLM terms folded
-    // into scale and shift, loaded once per channel rather than per element.
+    return vec2(mean, 1.0 / sqrt(variance + p.eps));
+}
+
+// Channel c's scale and shift in y = (x - mean) * scale + shift for image b: the affine map
+// and the FiLM terms folded in, loaded once per channel rather than per element.
+fn channel_map(c: u32, b: u32, inv_std: f32) -> vec2<f32> {
+    var scale = inv_std * gamma[c];
+    var shift = beta[c];
+    if (p.scale_shift == 1u) {
+        let film_scale = 1.0 + temb[b * p.temb_stride + c];
+        scale *= film_scale;
+        shift = shift * film_scale + temb[b * p.temb_stride + p.channels + c];
+    }
+    return vec2(scale, shift);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn group_norm(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let g = group.x;
+    let b = group.y;
+    let channels_per_group = p.channels / p.groups;
+    let base = (b * p.channels + g * channels_per_group) * p.plane;
+    let moments = group_moments(g, b, local);
     for (var k = 0u; k < channels_per_group; k++) {
         let c = g * channels_per_group + k;
-        var scale = inv_std * gamma[c];
-        var shift = beta[c];
-        if (p.scale_shift == 1u) {
-            let film_scale = 1.0 + temb[b * p.temb_stride + c];
-            scale *= film_scale;
-            shift = shift * film_scale + temb[b * p.temb_stride + p.channels + c];
-        }
+        let map = channel_map(c, b, moments.y);
         let at = base + k * p.plane;
         for (var j = local; j < p.plane; j += WORKGROUP_SIZE) {
-            var y = (element(k * p.plane + j) - mean) * scale + shift;
+            var y = (element(k * p.plane + j) - moments.x) * map.x + map.y;
             if (p.silu == 1u) {
                 y = y / (1.0 + exp(-y));
             }
             output[at + j] = y;
         }
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn group_norm_coefficients(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let g = group.x;
+    let b = group.y;
+    let channels_per_group = p.channels / p.groups;
+    let moments = group_moments(g, b, local);
+    for (var k = local; k < channels_per_group; k += WORKGROUP_SIZE) {
+        let c = g * channels_per_group + k;
+        let map = channel_map(c, b, moments.y);
+        let at = (b * p.channels + c) * 4u;
+        output[at] = moments.x;
+        output[at + 1u] = map.x;
+        output[at + 2u] = map.y;
+        output[at + 3u] = 0.0;
     }
 }

@@ -235,12 +235,21 @@ fn batches_over_the_binding_limit_run_in_chunks_or_fail_clearly() {
     let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
     assert!(error < TOLERANCE, "chunked forward: {error:.2e}");
 
-    // The largest weight (294,912 bytes) fits 300 KiB; one image's activations do not.
+    // The largest weight (294,912 bytes) fits 300 KiB; one 64x64 image's activations (64
+    // channels: 1 MiB) do not. (At 32x32 they now fit: the GPU kernels write neither the
+    // skip concatenation nor the normalised tensors a convolution reads.)
     let gpu = gpu_with_binding_limit(300 * 1024);
     let unet = Unet::load(gpu, model_dir("unet_small")).unwrap();
-    match unet.forward(&x, [2, 3, 32, 32], &timesteps, None) {
+    // x upsampled 2x (nearest).
+    let x64: Vec<f32> = (0..2 * 3 * 64 * 64)
+        .map(|i| {
+            let (plane, y, col) = (i / 4096, i / 64 % 64, i % 64);
+            x[plane * 1024 + y / 2 * 32 + col / 2]
+        })
+        .collect();
+    match unet.forward(&x64, [2, 3, 64, 64], &timesteps, None) {
         Err(diffusion_wgpu::Error::TooLarge { tensor, limit, .. }) => {
-            assert!(tensor.contains("one image of 32x32"), "{tensor}");
+            assert!(tensor.contains("one image of 64x64"), "{tensor}");
             assert_eq!(limit, 300 * 1024);
         }
         other => panic!("expected a too-large error, got {other:?}"),

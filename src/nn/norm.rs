@@ -1,33 +1,63 @@
 //! The normalisation family (shaders/group_norm.wgsl): `nn.GroupNorm` with its affine map,
 //! an optional FiLM-style scale/shift from the time embedding and an optional SiLU, one
-//! workgroup per (group, batch item).
+//! workgroup per (group, batch item). Before a tiled convolution the norm only computes each
+//! channel's map and the convolution applies it as it gathers its input
+//! ([`GroupNorm::record_then_conv`]): the normalised tensor is never written.
 
-use super::graph::{GraphBuilder, Resource};
+use super::conv::{Conv, ConvExtras};
+use super::graph::{GraphBuilder, Resource, TensorId};
 use super::{Activation, ChannelTerm, FeatureMap, WeightPath};
 use crate::error::Result;
 use crate::gpu::{Binding, GpuTensor, KernelSpec, WorkgroupSize};
 use crate::params_layout;
 
+const SOURCE: &str = include_str!("../../shaders/group_norm.wgsl");
+
+/// Bindings of both entry points (see shaders/group_norm.wgsl).
+const BINDINGS: &[Binding] = &[
+    Binding::Uniform,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageRead,
+    Binding::StorageReadWrite,
+    Binding::StorageRead,
+];
+
+/// `group_norm`: the normalised tensor.
 static GROUP_NORM: KernelSpec = KernelSpec {
     name: "group_norm",
-    source: include_str!("../../shaders/group_norm.wgsl"),
+    source: SOURCE,
     entry_point: "group_norm",
-    bindings: &[
-        Binding::Uniform,
-        Binding::StorageRead,
-        Binding::StorageRead,
-        Binding::StorageRead,
-        Binding::StorageRead,
-        Binding::StorageReadWrite,
-        Binding::StorageRead,
-    ],
+    bindings: BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
+/// `group_norm_coefficients`: each channel's (mean, scale, shift, 0), for a convolution's
+/// input prologue.
+static GROUP_NORM_COEFFICIENTS: KernelSpec = KernelSpec {
+    name: "group_norm",
+    source: SOURCE,
+    entry_point: "group_norm_coefficients",
+    bindings: BINDINGS,
     params: Some(&PARAMS_LAYOUT),
     workgroup_size: WorkgroupSize::Fixed,
 };
 
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&GROUP_NORM];
+pub(crate) static SPECS: &[&KernelSpec] = &[&GROUP_NORM, &GROUP_NORM_COEFFICIENTS];
+
+/// A group norm a tiled convolution applies to its input as it gathers it: the [B, C, 4]
+/// coefficients of `group_norm_coefficients`, and whether SiLU follows the norm.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InputNorm {
+    /// (mean, scale, shift, 0) per (batch item, channel).
+    pub coefficients: TensorId,
+    /// SiLU after the norm.
+    pub silu: bool,
+}
 
 /// Mirrors `NormParams` in shaders/group_norm.wgsl.
 #[repr(C)]
@@ -104,6 +134,41 @@ impl GroupNorm {
         })
     }
 
+    /// Records the norm of `input` (with `second`'s channels after its own, when given),
+    /// then what `output` asks for, then `conv` on the result with `extras`. When `conv` runs
+    /// as the tiled kernel the norm records only its per-channel coefficients and the
+    /// convolution applies them as it gathers its input (and reads a concatenation in place);
+    /// otherwise the norm writes its output and the convolution reads it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_then_conv(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        input: FeatureMap,
+        second: Option<FeatureMap>,
+        output: NormOutput,
+        conv: &Conv,
+        extras: ConvExtras,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        let silu = match output.activation {
+            Activation::Identity => Some(false),
+            Activation::Silu => Some(true),
+            Activation::QuickGelu | Activation::Gelu => None,
+        };
+        if let (true, Some(silu)) = (conv.is_tiled(), silu) {
+            let label = format!("{name} input norm");
+            let coefficients =
+                self.dispatch(graph, input, second, output, Kind::Coefficients, &label)?;
+            let extras = ConvExtras {
+                input_norm: Some(InputNorm { coefficients, silu }),
+                ..extras
+            };
+            return conv.record_inputs(graph, input, second, extras, name);
+        }
+        let normed = self.record_inputs(graph, input, second, output, name)?;
+        conv.record(graph, normed, extras, name)
+    }
+
     /// Records the norm of `input`, then what `output` asks for.
     pub fn record(
         &self,
@@ -115,18 +180,6 @@ impl GroupNorm {
         self.record_inputs(graph, input, None, output, name)
     }
 
-    /// Records the norm of the channel concatenation `[first, second]`, read in place.
-    pub fn record_concat(
-        &self,
-        graph: &mut GraphBuilder<'_>,
-        first: FeatureMap,
-        second: FeatureMap,
-        output: NormOutput,
-        name: &str,
-    ) -> Result<FeatureMap> {
-        self.record_inputs(graph, first, Some(second), output, name)
-    }
-
     fn record_inputs(
         &self,
         graph: &mut GraphBuilder<'_>,
@@ -135,11 +188,33 @@ impl GroupNorm {
         output: NormOutput,
         name: &str,
     ) -> Result<FeatureMap> {
+        let result = self.dispatch(graph, first, second, output, Kind::Normalised, name)?;
+        Ok(FeatureMap {
+            id: result,
+            channels: first.channels + second.map_or(0, |s| s.channels),
+            ..first
+        })
+    }
+
+    /// Records the entry point of `kind` on `[first, second]`; returns its output tensor.
+    fn dispatch(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        first: FeatureMap,
+        second: Option<FeatureMap>,
+        output: NormOutput,
+        kind: Kind,
+        name: &str,
+    ) -> Result<TensorId> {
         let input = FeatureMap {
             channels: first.channels + second.map_or(0, |s| s.channels),
             ..first
         };
-        let result = graph.tensor(input.len(), name)?;
+        let (spec, len) = match kind {
+            Kind::Normalised => (&GROUP_NORM, input.len()),
+            Kind::Coefficients => (&GROUP_NORM_COEFFICIENTS, input.batch * input.channels * 4),
+        };
+        let result = graph.tensor(len, name)?;
         let params = NormParams {
             channels: self.channels as u32,
             groups: self.groups as u32,
@@ -151,7 +226,7 @@ impl GroupNorm {
             first_channels: first.channels as u32,
         };
         graph.dispatch(
-            &GROUP_NORM,
+            spec,
             &params,
             &[
                 Resource::Tensor(input.id),
@@ -166,9 +241,15 @@ impl GroupNorm {
             [self.groups as u32, input.batch as u32, 1],
             None,
         );
-        Ok(FeatureMap {
-            id: result,
-            ..input
-        })
+        Ok(result)
     }
+}
+
+/// What a norm dispatch writes.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// The normalised tensor (`group_norm`).
+    Normalised,
+    /// Each channel's map (`group_norm_coefficients`).
+    Coefficients,
 }

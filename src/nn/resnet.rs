@@ -148,7 +148,7 @@ impl Resnet {
         let in_place = self
             .conv_shortcut
             .as_ref()
-            .is_some_and(|conv| conv.reads_concat_in_place());
+            .is_some_and(|conv| conv.is_tiled());
         if in_place {
             self.record_inputs(graph, first, Some(second), time)
         } else {
@@ -167,12 +167,6 @@ impl Resnet {
         let silu = NormOutput {
             scale_shift: None,
             activation: Activation::Silu,
-        };
-        let h = match second {
-            Some(second) => self
-                .norm1
-                .record_concat(graph, input, second, silu, "resnet norm1")?,
-            None => self.norm1.record(graph, input, silu, "resnet norm1")?,
         };
         let silu_input = LinearActivations {
             input: Activation::Silu,
@@ -202,26 +196,31 @@ impl Resnet {
                 });
             }
         };
-        let h = match (self.time_scale_shift, temb) {
-            (TimeScaleShift::ScaleShift, Some(temb)) => {
-                let h = self
-                    .conv1
-                    .record(graph, h, ConvExtras::default(), "resnet conv1")?;
-                let film = NormOutput {
+        // norm1, SiLU, conv1 (+ temb), then norm2 (with the FiLM terms under scale_shift)
+        // and SiLU, read by conv2 below.
+        let (conv1_temb, norm2) = match (self.time_scale_shift, temb) {
+            (TimeScaleShift::ScaleShift, Some(temb)) => (
+                None,
+                NormOutput {
                     scale_shift: Some(temb),
                     ..silu
-                };
-                self.norm2.record(graph, h, film, "resnet norm2")?
-            }
-            (_, temb) => {
-                let extras = ConvExtras {
-                    temb,
-                    residual: None,
-                };
-                let h = self.conv1.record(graph, h, extras, "resnet conv1")?;
-                self.norm2.record(graph, h, silu, "resnet norm2")?
-            }
+                },
+            ),
+            (_, temb) => (temb, silu),
         };
+        let conv1 = ConvExtras {
+            temb: conv1_temb,
+            ..ConvExtras::default()
+        };
+        let h = self.norm1.record_then_conv(
+            graph,
+            input,
+            second,
+            silu,
+            &self.conv1,
+            conv1,
+            "resnet conv1",
+        )?;
         let shortcut = match (&self.conv_shortcut, second) {
             (Some(conv), Some(second)) => conv.record_concat(
                 graph,
@@ -236,10 +235,11 @@ impl Resnet {
             // `record_concat` materialises the concatenation for blocks without a shortcut.
             (None, _) => input,
         };
-        let extras = ConvExtras {
-            temb: None,
+        let conv2 = ConvExtras {
             residual: Some((shortcut.id, self.output_scale_factor)),
+            ..ConvExtras::default()
         };
-        self.conv2.record(graph, h, extras, "resnet conv2")
+        self.norm2
+            .record_then_conv(graph, h, None, norm2, &self.conv2, conv2, "resnet conv2")
     }
 }

@@ -409,12 +409,15 @@ impl UnetCondition {
             scale_shift: None,
             activation: Activation::Silu,
         };
-        h = self
-            .conv_norm_out
-            .record(&mut g, h, silu, "conv_norm_out")?;
-        let out = self
-            .conv_out
-            .record(&mut g, h, ConvExtras::default(), "conv_out")?;
+        let out = self.conv_norm_out.record_then_conv(
+            &mut g,
+            h,
+            None,
+            silu,
+            &self.conv_out,
+            ConvExtras::default(),
+            "conv_out",
+        )?;
         g.mark_output(out.id);
         Ok(Compiled {
             key: ([batch, channels, height, width], tokens),

@@ -107,9 +107,15 @@ impl Head {
             scale_shift: None,
             activation: Activation::Silu,
         };
-        let h = self.norm.record(graph, h, silu, "vae conv_norm_out")?;
-        self.conv
-            .record(graph, h, ConvExtras::default(), "vae conv_out")
+        self.norm.record_then_conv(
+            graph,
+            h,
+            None,
+            silu,
+            &self.conv,
+            ConvExtras::default(),
+            "vae conv_out",
+        )
     }
 }
 

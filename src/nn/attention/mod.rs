@@ -300,15 +300,20 @@ impl AttentionBlock {
     /// Records the block on `input`.
     pub fn record(&self, graph: &mut GraphBuilder<'_>, input: FeatureMap) -> Result<FeatureMap> {
         let batch = input.batch;
-        let normed = match &self.norm {
-            Some(norm) => {
-                norm.record(graph, input, NormOutput::default(), "attention group_norm")?
-            }
-            None => input,
+        let qkv = match &self.norm {
+            Some(norm) => norm.record_then_conv(
+                graph,
+                input,
+                None,
+                NormOutput::default(),
+                &self.qkv,
+                ConvExtras::default(),
+                "attention qkv",
+            )?,
+            None => self
+                .qkv
+                .record(graph, input, ConvExtras::default(), "attention qkv")?,
         };
-        let qkv = self
-            .qkv
-            .record(graph, normed, ConvExtras::default(), "attention qkv")?;
         let attended = channel_major_attention(
             graph,
             qkv.id,
@@ -326,8 +331,8 @@ impl AttentionBlock {
             ..input
         };
         let extras = ConvExtras {
-            temb: None,
             residual: Some((input.id, self.rescale_output_factor)),
+            ..ConvExtras::default()
         };
         self.to_out
             .record(graph, attended, extras, "attention to_out")

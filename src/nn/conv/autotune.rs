@@ -165,7 +165,7 @@ fn key(conv: &TiledConv<'_>) -> String {
 }
 
 /// The median GPU seconds of each of `plans` for `conv`'s geometry on random data (without
-/// its fused terms); `None` for the plans not measured because `go_on(seconds spent)` said
+/// its fused terms and input norm); `None` for the plans not measured because `go_on(seconds spent)` said
 /// stop before them.
 fn measure(
     gpu: &Gpu,
@@ -190,6 +190,7 @@ fn measure(
         bias: &bias,
         temb: None,
         residual: None,
+        input_norm: None,
         ..*conv
     };
     let mut g = GraphBuilder::new(gpu);

@@ -15,8 +15,9 @@ mod precision;
 mod tiled;
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use super::norm::InputNorm;
 use super::{ChannelTerm, FeatureMap, WeightPath};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Binding, BlockSize, GpuTensor, KernelSpec, Precision, TexelTable, WorkgroupSize};
 use crate::params_layout;
 
@@ -210,13 +211,16 @@ pub(crate) struct Conv {
     sampling: Sampling,
 }
 
-/// Extra terms fused into a convolution's output.
+/// Extra terms fused into a convolution's input and output.
 #[derive(Default)]
 pub(crate) struct ConvExtras {
     /// Adds the time-embedding term of (b, c) to channel c.
     pub temb: Option<ChannelTerm>,
     /// Output = (residual + conv) / factor.
     pub residual: Option<(TensorId, f32)>,
+    /// The input is read group-normalised (the tiled kernel only; see
+    /// [`GroupNorm::record_then_conv`](super::norm::GroupNorm::record_then_conv)).
+    pub input_norm: Option<InputNorm>,
 }
 
 impl Conv {
@@ -318,14 +322,15 @@ impl Conv {
         }
     }
 
-    /// Whether [`Conv::record_concat`] reads both inputs in place (no concat dispatch).
-    pub fn reads_concat_in_place(&self) -> bool {
+    /// Whether the convolution runs as the tiled kernel, which reads both inputs of
+    /// [`Conv::record_concat`] in place (no concat dispatch) and can normalise its input.
+    pub fn is_tiled(&self) -> bool {
         matches!(self.weight, ConvWeights::Packed(_))
     }
 
     /// Records the convolution of `input` (tiled kernel: with `second`'s channels after its
-    /// own).
-    fn record_inputs(
+    /// own, and `extras.input_norm` applied as it reads them).
+    pub(super) fn record_inputs(
         &self,
         graph: &mut GraphBuilder<'_>,
         input: FeatureMap,
@@ -383,11 +388,18 @@ impl Conv {
                     upsample: upsample == InputUpsample::Nearest2x,
                     temb: extras.temb,
                     residual: extras.residual,
+                    input_norm: extras.input_norm,
                 };
                 tiled.record(graph, input.id, second.map(|s| s.id), output, name)?;
                 return Ok(output_map);
             }
         };
+        if extras.input_norm.is_some() {
+            return Err(Error::InvalidSetting {
+                setting: "convolution input norm",
+                message: format!("`{name}`: only the tiled convolution normalises its input"),
+            });
+        }
         let params = ConvParams {
             batch: batch as u32,
             c_in: self.c_in as u32,

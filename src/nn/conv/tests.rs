@@ -271,6 +271,7 @@ fn run(gpu: &Gpu, case: &Case, data: &Data) -> Vec<f32> {
             offset: 0,
         }),
         residual: case.residual.map(|factor| (residual, factor)),
+        ..ConvExtras::default()
     };
     let out = match case.c_second {
         0 => conv.record(&mut graph, first, extras, "conv"),

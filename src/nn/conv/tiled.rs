@@ -7,6 +7,7 @@
 
 use super::super::ChannelTerm;
 use super::super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use super::super::norm::InputNorm;
 use super::precision::Operand;
 use crate::error::Result;
 use crate::gpu::{Binding, ConvTiles, GemmTile, Gpu, GpuTensor, KernelSpec, Tuning, WorkgroupSize};
@@ -28,6 +29,7 @@ const BINDINGS: &[Binding] = &[
     Binding::StorageRead,
     Binding::StorageRead,
     Binding::StorageReadWrite,
+    Binding::StorageRead,
 ];
 
 /// Rows of K per step of the shader (its BK); K is padded to a multiple of it.
@@ -114,6 +116,11 @@ struct TiledConvParams {
     m_tiles: u32,
     n_tiles: u32,
     out_len: u32,
+    /// 0: none; 1: group-normalised input; 2: then SiLU.
+    input_norm: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(TiledConvParams {
@@ -141,6 +148,10 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(TiledConvParams 
     m_tiles,
     n_tiles,
     out_len,
+    input_norm,
+    _pad0,
+    _pad1,
+    _pad2,
 });
 
 /// Weights as conv2d_tiled.wgsl reads them: A[k, m] = weight[m, k] at k * m_vec4 * 4 + m,
@@ -265,6 +276,8 @@ pub(super) struct TiledConv<'a> {
     pub upsample: bool,
     pub temb: Option<ChannelTerm>,
     pub residual: Option<(TensorId, f32)>,
+    /// The group norm applied to the input as it is gathered.
+    pub input_norm: Option<InputNorm>,
 }
 
 impl TiledConv<'_> {
@@ -338,6 +351,10 @@ impl TiledConv<'_> {
             m_tiles: self.c_out.div_ceil(tm) as u32,
             n_tiles: n.div_ceil(tn) as u32,
             out_len: out_len as u32,
+            input_norm: self.input_norm.map_or(0, |norm| 1 + u32::from(norm.silu)),
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         };
         let optional = |t: Option<TensorId>| t.map_or(Resource::Unused, Resource::Tensor);
         let epilogue = [
@@ -357,6 +374,7 @@ impl TiledConv<'_> {
         ];
         resources.extend(epilogue);
         resources.push(Resource::Tensor(gemm_output));
+        resources.push(optional(self.input_norm.map(|norm| norm.coefficients)));
         let workgroups = tiles(plan.tile, self.c_out, n) * plan.split_k;
         let grid = graph.grid_for_workgroups(workgroups);
         graph.dispatch(
@@ -379,6 +397,7 @@ impl TiledConv<'_> {
             ];
             resources.extend(epilogue);
             resources.push(Resource::Tensor(output));
+            resources.push(Resource::Unused);
             // One invocation per output element, REDUCE_THREADS (= WORKGROUP_SIZE) per group.
             let grid = graph.grid_for(out_len);
             graph.dispatch(&REDUCE, &params, &resources, grid, None);
