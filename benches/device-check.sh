@@ -7,8 +7,9 @@
 #   quick`, the CLI's default, whose plans the JSON lists), 5. the bundled model at
 #   `--batch 1,16,256`, both with `--peer python3 --peer-device cuda` when PyTorch sees CUDA,
 #   6. the same cifar10 batches with the shape rule (`--autotune off`) and with the previous
-#   GPU convolution (`--block-size small`), the "before"s of the kernel log, 7. cifar10 and
-#   the bundled model with `--precision mixed` (f16 convolution operands; the parity step runs
+#   GPU convolution (`--block-size small`), the "before"s of the kernel log, and with the
+#   group norms inside the convolutions (`--norm-in-conv`), 7. cifar10 and the bundled model
+#   with `--precision mixed` (f16 convolution operands; the parity step runs
 #   tests/mixed_precision.rs too). Step limits add up to 8 minutes.
 # Every step's output goes under benches/results/device-check-<UTC time>/ (JSON for the
 # benches); a step that fails is reported and the script goes on, exiting 1 at the end.
@@ -64,7 +65,7 @@ bench() {
     fi
 }
 
-step build 170 cargo build --release
+step build 155 cargo build --release
 step info 10 "$BIN" info
 step parity 90 cargo test --release "${TESTS[@]}"
 if [ ${#LIB_TESTS[@]} -gt 0 ]; then
@@ -88,6 +89,10 @@ bench cifar10-autotune-off 15 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --autotune off
 bench cifar10-small-blocks 20 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --block-size small
+# The group norms applied inside the convolutions' gather (off by default until measured
+# here), against cifar10-autotune-off.
+bench cifar10-norm-in-conv 15 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --autotune off --norm-in-conv
 # Mixed precision (f16 convolution operands), same batches, against the f32 runs above.
 bench cifar10-mixed 35 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --precision mixed

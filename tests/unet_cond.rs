@@ -47,8 +47,15 @@ fn eps_matches_diffusers() {
 
 #[test]
 fn gpu_kernel_shapes_match_diffusers() {
-    let gpu = Gpu::new(&GpuOptions::default())
-        .unwrap()
-        .with_tuning(Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu));
-    check(Arc::new(gpu), "sd2_tiny", "sd/sd2_refs.safetensors");
+    let tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    let norm_in_conv = Tuning {
+        norm_in_conv: true,
+        ..tuning
+    };
+    for tuning in [tuning, norm_in_conv] {
+        let gpu = Gpu::new(&GpuOptions::default())
+            .unwrap()
+            .with_tuning(tuning);
+        check(Arc::new(gpu), "sd2_tiny", "sd/sd2_refs.safetensors");
+    }
 }

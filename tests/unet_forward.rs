@@ -88,6 +88,42 @@ fn every_tile_and_split_k_factor_matches_diffusers_f64() {
     }
 }
 
+/// Group norms applied inside the tiled convolutions' gather (`Tuning::norm_in_conv`): the
+/// shape rule's tiles and a forced split, against diffusers' f64 forward; and, since neither
+/// the skip concatenation nor a normalised tensor is written, one 32x32 image fits 300 KiB
+/// bindings (its largest written activation: 64 channels, 262,144 bytes; the largest weight:
+/// 294,912 bytes).
+#[test]
+fn norm_in_the_convolution_matches_diffusers_f64() {
+    let fused = Tuning {
+        norm_in_conv: true,
+        ..Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu)
+    };
+    let split = Tuning {
+        conv_tiles: ConvTiles::Fixed {
+            tile: GemmTile::M32N64,
+            split_k: 3,
+        },
+        ..fused
+    };
+    for (name, tuning) in [("shape rule", fused), ("32x64 split-K 3", split)] {
+        let error = eps_with_tuning(tuning);
+        println!("norm in the convolution ({name}): eps vs f64 {error:.2e}");
+        assert!(error < TOLERANCE, "{name}: {error:.2e}");
+    }
+
+    let refs = fixture("diffusers/unet_small_forward.safetensors");
+    let x = refs["x"].f32();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
+    let gpu = gpu_with_binding_limit(300 * 1024);
+    let gpu = std::sync::Arc::into_inner(gpu).unwrap().with_tuning(fused);
+    let unet = Unet::load(std::sync::Arc::new(gpu), model_dir("unet_small")).unwrap();
+    let eps = unet.forward(&x, [2, 3, 32, 32], &timesteps, None).unwrap();
+    let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
+    println!("norm in the convolution, 300 KiB bindings: eps vs f64 {error:.2e}");
+    assert!(error < TOLERANCE, "300 KiB bindings: {error:.2e}");
+}
+
 #[test]
 fn every_activation_matches_diffusers_f64() {
     let refs = fixture("diffusers/unet_small_forward.safetensors");
@@ -235,21 +271,12 @@ fn batches_over_the_binding_limit_run_in_chunks_or_fail_clearly() {
     let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
     assert!(error < TOLERANCE, "chunked forward: {error:.2e}");
 
-    // The largest weight (294,912 bytes) fits 300 KiB; one 64x64 image's activations (64
-    // channels: 1 MiB) do not. (At 32x32 they now fit: the GPU kernels write neither the
-    // skip concatenation nor the normalised tensors a convolution reads.)
+    // The largest weight (294,912 bytes) fits 300 KiB; one image's activations do not.
     let gpu = gpu_with_binding_limit(300 * 1024);
     let unet = Unet::load(gpu, model_dir("unet_small")).unwrap();
-    // x upsampled 2x (nearest).
-    let x64: Vec<f32> = (0..2 * 3 * 64 * 64)
-        .map(|i| {
-            let (plane, y, col) = (i / 4096, i / 64 % 64, i % 64);
-            x[plane * 1024 + y / 2 * 32 + col / 2]
-        })
-        .collect();
-    match unet.forward(&x64, [2, 3, 64, 64], &timesteps, None) {
+    match unet.forward(&x, [2, 3, 32, 32], &timesteps, None) {
         Err(diffusion_wgpu::Error::TooLarge { tensor, limit, .. }) => {
-            assert!(tensor.contains("one image of 64x64"), "{tensor}");
+            assert!(tensor.contains("one image of 32x32"), "{tensor}");
             assert_eq!(limit, 300 * 1024);
         }
         other => panic!("expected a too-large error, got {other:?}"),

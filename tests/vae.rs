@@ -46,14 +46,21 @@ fn decode_and_encode_match_diffusers() {
 /// The GPU kernel shapes (small blocks, 64 invocations per workgroup) on this adapter.
 #[test]
 fn gpu_kernel_shapes_match_diffusers() {
-    let gpu = Gpu::new(&GpuOptions::default())
-        .unwrap()
-        .with_tuning(Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu));
-    check(
-        std::sync::Arc::new(gpu),
-        "sd1_tiny",
-        "sd/sd1_refs.safetensors",
-    );
+    let tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    let norm_in_conv = Tuning {
+        norm_in_conv: true,
+        ..tuning
+    };
+    for tuning in [tuning, norm_in_conv] {
+        let gpu = Gpu::new(&GpuOptions::default())
+            .unwrap()
+            .with_tuning(tuning);
+        check(
+            std::sync::Arc::new(gpu),
+            "sd1_tiny",
+            "sd/sd1_refs.safetensors",
+        );
+    }
 }
 
 #[test]

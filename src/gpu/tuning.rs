@@ -27,6 +27,12 @@ pub struct Tuning {
     /// the largest current GPUs (H100: 132 SMs), so smaller GPUs split a little less often
     /// than they could.
     pub split_k_below_workgroups: u32,
+    /// A group norm before a tiled convolution writes only each channel's map, which the
+    /// convolution applies (with the SiLU) as it gathers its input: the normalised tensor is
+    /// never written or read, at the price of the map and SiLU recomputed for every gathered
+    /// value. Off by default: on lavapipe's GPU kernel set it made ddpm-cifar10-32 at batch 1
+    /// 11% slower; GPUs are still to be measured (`bench --norm-in-conv`, benches/NOTES.md).
+    pub norm_in_conv: bool,
 }
 
 /// The environment variable that forces a kernel set: `gpu` or `cpu`.
@@ -41,12 +47,14 @@ impl Tuning {
                 block_size: BlockSize::Large,
                 conv_tiles: ConvTiles::Auto,
                 split_k_below_workgroups: 256,
+                norm_in_conv: false,
             },
             _ => Self {
                 block_workgroup_size: 64,
                 block_size: BlockSize::Tiled,
                 conv_tiles: ConvTiles::Auto,
                 split_k_below_workgroups: 256,
+                norm_in_conv: false,
             },
         }
     }

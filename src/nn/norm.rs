@@ -1,8 +1,9 @@
 //! The normalisation family (shaders/group_norm.wgsl): `nn.GroupNorm` with its affine map,
 //! an optional FiLM-style scale/shift from the time embedding and an optional SiLU, one
-//! workgroup per (group, batch item). Before a tiled convolution the norm only computes each
-//! channel's map and the convolution applies it as it gathers its input
-//! ([`GroupNorm::record_then_conv`]): the normalised tensor is never written.
+//! workgroup per (group, batch item). Before a tiled convolution the norm can instead compute
+//! only each channel's map, which the convolution applies as it gathers its input
+//! ([`GroupNorm::record_then_conv`], `Tuning::norm_in_conv`): the normalised tensor is never
+//! written.
 
 use super::conv::{Conv, ConvExtras};
 use super::graph::{GraphBuilder, Resource, TensorId};
@@ -136,9 +137,12 @@ impl GroupNorm {
 
     /// Records the norm of `input` (with `second`'s channels after its own, when given),
     /// then what `output` asks for, then `conv` on the result with `extras`. When `conv` runs
-    /// as the tiled kernel the norm records only its per-channel coefficients and the
-    /// convolution applies them as it gathers its input (and reads a concatenation in place);
-    /// otherwise the norm writes its output and the convolution reads it.
+    /// as the tiled kernel and the device's [`Tuning::norm_in_conv`] is set, the norm records
+    /// only its per-channel coefficients and the convolution applies them as it gathers its
+    /// input (reading a concatenation in place); otherwise the norm writes its output and the
+    /// convolution reads it.
+    ///
+    /// [`Tuning::norm_in_conv`]: crate::gpu::Tuning::norm_in_conv
     #[allow(clippy::too_many_arguments)]
     pub fn record_then_conv(
         &self,
@@ -155,7 +159,8 @@ impl GroupNorm {
             Activation::Silu => Some(true),
             Activation::QuickGelu | Activation::Gelu => None,
         };
-        if let (true, Some(silu)) = (conv.is_tiled(), silu) {
+        let fused = conv.is_tiled() && graph.tuning().norm_in_conv;
+        if let (true, Some(silu)) = (fused, silu) {
             let label = format!("{name} input norm");
             let coefficients =
                 self.dispatch(graph, input, second, output, Kind::Coefficients, &label)?;

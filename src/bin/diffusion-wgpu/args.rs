@@ -258,6 +258,10 @@ pub struct BenchArgs {
     /// large blocks, GPUs tiled convolutions).
     #[arg(long, value_enum)]
     pub block_size: Option<BlockChoice>,
+    /// Group norms before a tiled convolution write only each channel's map, applied in the
+    /// convolution's gather (Tuning::norm_in_conv), instead of the normalised tensor.
+    #[arg(long)]
+    pub norm_in_conv: bool,
     #[command(flatten)]
     pub autotune: AutotuneArgs,
     #[command(flatten)]

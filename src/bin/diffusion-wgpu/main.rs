@@ -49,20 +49,25 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
         ..Default::default()
     })?;
     if let Some(Command::Bench(BenchArgs {
-        block_size: Some(choice),
+        block_size,
+        norm_in_conv,
         ..
     })) = &cli.command
     {
-        let block_size = match choice {
-            BlockChoice::Large => BlockSize::Large,
-            BlockChoice::Small => BlockSize::Small,
-            BlockChoice::Tiled => BlockSize::Tiled,
+        let block_size = match block_size {
+            Some(BlockChoice::Large) => BlockSize::Large,
+            Some(BlockChoice::Small) => BlockSize::Small,
+            Some(BlockChoice::Tiled) => BlockSize::Tiled,
+            None => gpu.tuning().block_size,
         };
         let tuning = Tuning {
             block_size,
+            norm_in_conv: *norm_in_conv,
             ..gpu.tuning()
         };
-        gpu = gpu.with_tuning(tuning);
+        if tuning != gpu.tuning() {
+            gpu = gpu.with_tuning(tuning);
+        }
     }
     let gpu = Arc::new(gpu);
     match cli.command {
