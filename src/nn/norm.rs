@@ -159,9 +159,9 @@ impl GroupNorm {
             Activation::Silu => Some(true),
             Activation::QuickGelu | Activation::Gelu => None,
         };
+        let label = format!("{name} input norm");
         let fused = conv.is_tiled() && graph.tuning().norm_in_conv;
         if let (true, Some(silu)) = (fused, silu) {
-            let label = format!("{name} input norm");
             let coefficients =
                 self.dispatch(graph, input, second, output, Kind::Coefficients, &label)?;
             let extras = ConvExtras {
@@ -170,7 +170,7 @@ impl GroupNorm {
             };
             return conv.record_inputs(graph, input, second, extras, name);
         }
-        let normed = self.record_inputs(graph, input, second, output, name)?;
+        let normed = self.record_inputs(graph, input, second, output, &label)?;
         conv.record(graph, normed, extras, name)
     }
 
