@@ -133,6 +133,18 @@ impl FeatureMap {
     }
 }
 
+/// Relative L2 error of `got` against the f64 reference `want`, for the families' unit tests.
+#[cfg(test)]
+pub(crate) fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut diff, mut norm) = (0.0, 0.0);
+    for (&g, &w) in got.iter().zip(want) {
+        diff += (f64::from(g) - w).powi(2);
+        norm += w * w;
+    }
+    (diff / norm).sqrt()
+}
+
 /// Every kernel of every family, for tests that check all of them.
 #[cfg(test)]
 pub(crate) fn all_specs() -> Vec<&'static crate::gpu::KernelSpec> {

@@ -10,6 +10,7 @@ use super::*;
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::gpu::{BlockSize, GpuOptions, GpuTensor, Tuning};
+use crate::nn::rel_l2;
 
 /// Deterministic values in ±amplitude.
 fn values(len: usize, seed: u64, amplitude: f32) -> Vec<f32> {
@@ -200,16 +201,6 @@ fn run(gpu: &Gpu, case: Case) -> (Vec<f32>, Vec<f64>) {
         }
     }
     (ordered, want)
-}
-
-fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let (mut diff, mut norm) = (0.0, 0.0);
-    for (&g, &w) in got.iter().zip(want) {
-        diff += (f64::from(g) - w).powi(2);
-        norm += w * w;
-    }
-    (diff / norm).sqrt()
 }
 
 #[test]

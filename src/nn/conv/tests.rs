@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::gpu::{ConvTiles, GemmTile, Gpu, GpuOptions, Tuning};
-use crate::nn::TensorSource;
+use crate::nn::{TensorSource, rel_l2};
 
 /// A layer to test.
 #[derive(Clone, Copy, Debug)]
@@ -306,16 +306,6 @@ fn run(gpu: &Gpu, case: &Case, data: &Data) -> Vec<f32> {
     );
     gpu.queue().submit([encoder.finish()]);
     readback.read(gpu).unwrap()
-}
-
-fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let (mut diff, mut norm) = (0.0, 0.0);
-    for (&g, &w) in got.iter().zip(want) {
-        diff += (f64::from(g) - w).powi(2);
-        norm += w * w;
-    }
-    (diff / norm).sqrt()
 }
 
 #[test]
