@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::gpu::{Gpu, GpuTensor};
 use crate::model::unet::Unet;
 use crate::model::{Conditioning, NoiseModel};
-use crate::nn::{ForwardProfile, MatmulShape, ProfileTimer, profile_gemm};
+use crate::nn::{ForwardProfile, MatmulShape, profile_gemm};
 use crate::sampler::{NoiseSource, Sampler, SamplerSettings};
 
 /// What to measure.
@@ -323,14 +323,14 @@ impl BenchReport {
                         "sampler_overhead": r.sampler_overhead,
                     })),
                     "profile": b.profile.as_ref().map(|p| json!({
-                        "timer": timer_name(p.timer),
+                        "timer": p.timer.name(),
                         "gpu_ms": p.seconds() * 1e3,
                         "families": p.families.iter().map(|f| json!({
                             "family": f.family,
                             "dispatches": f.dispatches,
                             "gpu_ms": f.seconds * 1e3,
                             "gflop": f.flops as f64 * 1e-9,
-                            "gflops": gflops(f.flops, f.seconds),
+                            "gflops": f.gflops(),
                         })).collect::<Vec<_>>(),
                     })),
                     "gemm_ceiling": b.ceiling.as_ref().map(|c| json!({
@@ -386,22 +386,7 @@ impl BenchReport {
                 );
             }
             if let Some(p) = &b.profile {
-                out += &format!(
-                    "  GPU time by kernel family ({}), {:.2} ms in all:\n",
-                    timer_name(p.timer),
-                    p.seconds() * 1e3
-                );
-                for f in &p.families {
-                    let rate = gflops(f.flops, f.seconds)
-                        .map_or(String::new(), |g| format!(", {g:.2} GFLOP/s"));
-                    out += &format!(
-                        "    {:<20} {:>4} dispatches {:>10.2} ms {:>5.1}%{rate}\n",
-                        f.family,
-                        f.dispatches,
-                        f.seconds * 1e3,
-                        f.seconds / p.seconds() * 100.0
-                    );
-                }
+                out += &p.to_string();
             }
             if let Some(c) = &b.ceiling {
                 out += &format!(
@@ -417,15 +402,4 @@ impl BenchReport {
         }
         out
     }
-}
-
-fn timer_name(timer: ProfileTimer) -> &'static str {
-    match timer {
-        ProfileTimer::Timestamps => "GPU timestamps",
-        ProfileTimer::WallClockPerDispatch => "wall clock per dispatch",
-    }
-}
-
-fn gflops(flops: u64, seconds: f64) -> Option<f64> {
-    (flops > 0 && seconds > 0.0).then(|| flops as f64 / seconds * 1e-9)
 }

@@ -51,6 +51,49 @@ impl ForwardProfile {
     }
 }
 
+impl ProfileTimer {
+    /// How the report names this timer.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timestamps => "GPU timestamps",
+            Self::WallClockPerDispatch => "wall clock per dispatch",
+        }
+    }
+}
+
+impl FamilyTime {
+    /// GFLOP/s, when the family computes products and took time.
+    pub fn gflops(&self) -> Option<f64> {
+        (self.flops > 0 && self.seconds > 0.0).then(|| self.flops as f64 / self.seconds * 1e-9)
+    }
+}
+
+/// The report's lines: the total, then one line per family.
+impl std::fmt::Display for ForwardProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "  GPU time by kernel family ({}), {:.2} ms in all:",
+            self.timer.name(),
+            self.seconds() * 1e3
+        )?;
+        for family in &self.families {
+            let rate = family
+                .gflops()
+                .map_or(String::new(), |g| format!(", {g:.2} GFLOP/s"));
+            writeln!(
+                f,
+                "    {:<20} {:>4} dispatches {:>10.2} ms {:>5.1}%{rate}",
+                family.family,
+                family.dispatches,
+                family.seconds * 1e3,
+                family.seconds / self.seconds() * 100.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Times every dispatch of `graph` `repeats` times (after filling `inputs` with random
 /// values) and sums the median times per kernel family.
 pub(crate) fn profile_graph(

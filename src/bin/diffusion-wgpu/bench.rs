@@ -182,7 +182,8 @@ const SD15_UNET: &str = "sd15-unet";
 
 /// `bench --arch sd15-unet`: Stable Diffusion 1.5's U-Net with random weights, one forward
 /// pass per batch size (with 77 random text tokens; `--size` latents, default 64), timed and
-/// divided into GFLOP/s. Building the graph checks every tensor against the device's limits.
+/// divided into GFLOP/s, then (unless `--no-profile`) the GPU time per kernel family. Building
+/// the graph checks every tensor against the device's limits.
 fn bench_conditional(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
     let start = Instant::now();
     let unet = UnetCondition::architecture(gpu, SD15_UNET, 0)?;
@@ -212,6 +213,9 @@ fn bench_conditional(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<
             flops as f64 / best / 1e9,
             flops as f64 / 1e9
         );
+        if !args.no_profile {
+            print!("{}", unet.profile_forward(shape, tokens, args.repeats)?);
+        }
     }
     Ok(())
 }

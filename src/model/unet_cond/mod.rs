@@ -19,11 +19,12 @@ use crate::nn::conv::{Conv, ConvExtras, Sampling};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
 use crate::nn::linear::TimestepEmbedding;
 use crate::nn::norm::{GroupNorm, NormOutput};
+use crate::nn::profile::profile_graph;
 use crate::nn::resnet::{Resnet, ResnetOptions};
 use crate::nn::transformer::{Context, Transformer2D, TransformerOptions};
 use crate::nn::{
-    Activation, FeatureMap, RandomWeights, TensorSource, TimeScaleShift, WeightPath, Weights,
-    timestep_embedding,
+    Activation, FeatureMap, ForwardProfile, RandomWeights, TensorSource, TimeScaleShift,
+    WeightPath, Weights, timestep_embedding,
 };
 
 /// A forward graph built for one input shape.
@@ -197,6 +198,19 @@ impl UnetCondition {
     /// so checks against the device's limits) the whole graph.
     pub fn forward_flops(&self, shape: [usize; 4], tokens: usize) -> Result<u64> {
         Ok(self.build(shape, tokens)?.graph.flops())
+    }
+
+    /// Times every dispatch of a forward pass over `shape` random latents with `tokens` random
+    /// text tokens, `repeats` times, and sums the median times per kernel family.
+    pub fn profile_forward(
+        &self,
+        shape: [usize; 4],
+        tokens: usize,
+        repeats: usize,
+    ) -> Result<ForwardProfile> {
+        let compiled = self.build(shape, tokens)?;
+        let inputs = [compiled.sample, compiled.time_proj, compiled.context];
+        profile_graph(&self.gpu, &compiled.graph, &inputs, repeats)
     }
 
     /// The configuration.
