@@ -1,5 +1,5 @@
-// Elementwise kernels on flat f32 tensors: an affine map, a sum, a channel concatenation, a
-// batched transpose and GEGLU (shaders/activations.wgsl is prepended for its gelu).
+// Elementwise kernels on flat f32 tensors: an affine map, a sum, a channel concatenation and
+// GEGLU (shaders/activations.wgsl is prepended for its gelu).
 //
 // Bindings (group 0):
 //   0 params  uniform ElementwiseParams
@@ -10,7 +10,6 @@
 // affine: out = scale * a + offset    add: out = a + b
 // concat: out[n, c] = a[n, c] for c < Ca, b[n, c - Ca] otherwise, with a_plane = Ca*H*W and
 //         b_plane = Cb*H*W elements per batch item.
-// transpose: a is [len / (R*C), R, C] with R = a_plane, C = b_plane; out[n, j, i] = a[n, i, j].
 // geglu: a is [len / F, 2F] with F = a_plane; out[r, j] = a[r, j] * gelu(a[r, F + j]).
 
 struct ElementwiseParams {
@@ -77,25 +76,6 @@ fn concat(
     } else {
         out[i] = b[n * p.b_plane + r - p.a_plane];
     }
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn transpose(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let i = flat_index(group, groups, local);
-    if (i >= p.len) {
-        return;
-    }
-    let plane = p.a_plane * p.b_plane;
-    let n = i / plane;
-    let r = i - n * plane;
-    // out[n, j, k] with j < C, k < R reads a[n, k, j].
-    let j = r / p.a_plane;
-    let k = r - j * p.a_plane;
-    out[i] = a[n * plane + k * p.b_plane + j];
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

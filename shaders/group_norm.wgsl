@@ -5,10 +5,13 @@
 // loads and one store per element (on CPU Vulkan every storage access and every barrier is
 // costly). The variance is the biased one, as torch's.
 //
-// Two entry points: `group_norm` writes the normalised tensor; `group_norm_coefficients` only
+// Three entry points: `group_norm` writes the normalised tensor; `group_norm_coefficients` only
 // the per-channel map y = (x - mean) * scale + shift, as (mean, scale, shift, 0) per (b, c),
 // for a tiled convolution that applies it (and the SiLU) as it gathers its input
-// (shaders/conv2d_tiled.wgsl `prologue`), so the normalised tensor is never written.
+// (shaders/conv2d_tiled.wgsl `prologue`), so the normalised tensor is never written;
+// `layer_norm_channels` is a LayerNorm over the channels of each pixel (the transformer's
+// norms on its channel-major tokens): one invocation per (b, pixel), the same shifted sums and
+// map, and no workgroup reduction (neighbouring invocations read neighbouring pixels).
 //
 // Bindings (group 0):
 //   0 params  uniform NormParams
@@ -22,7 +25,9 @@
 //             is the channel concatenation [input, second] (the up blocks' skip concatenation,
 //             read in place on the GPU path instead of by a concat dispatch)
 //
-// Dispatch: (groups, B, 1).
+// Dispatch: group_norm and group_norm_coefficients (groups, B, 1); layer_norm_channels one
+// invocation per (b, pixel), PIXEL_WORKGROUP_SIZE per workgroup, folded over x and y
+// (`groups` must be 1; first_channels = channels, scale_shift = 0, silu = 0).
 
 struct NormParams {
     channels: u32,
@@ -33,6 +38,11 @@ struct NormParams {
     scale_shift: u32,
     temb_stride: u32,
     first_channels: u32,
+    // Images (read by layer_norm_channels only).
+    batch: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: NormParams;
@@ -44,6 +54,7 @@ struct NormParams {
 @group(0) @binding(6) var<storage, read> second: array<f32>;
 
 const WORKGROUP_SIZE: u32 = 64u;
+const PIXEL_WORKGROUP_SIZE: u32 = 256u;
 
 var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
 
@@ -151,5 +162,32 @@ fn group_norm_coefficients(
         output[at + 1u] = map.x;
         output[at + 2u] = map.y;
         output[at + 3u] = 0.0;
+    }
+}
+
+@compute @workgroup_size(PIXEL_WORKGROUP_SIZE)
+fn layer_norm_channels(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let i = (group.y * groups.x + group.x) * PIXEL_WORKGROUP_SIZE + local;
+    let b = i / p.plane;
+    let base = b * p.channels * p.plane + i % p.plane;
+    if (b >= p.batch) {
+        return;
+    }
+    let first = input[base];
+    var sums = vec2(0.0);
+    for (var c = 0u; c < p.channels; c++) {
+        let d = input[base + c * p.plane] - first;
+        sums += vec2(d, d * d);
+    }
+    let moments = sums / f32(p.channels);
+    let mean = first + moments.x;
+    let inv_std = 1.0 / sqrt(max(moments.y - moments.x * moments.x, 0.0) + p.eps);
+    for (var c = 0u; c < p.channels; c++) {
+        let map = channel_map(c, b, inv_std);
+        output[base + c * p.plane] = (input[base + c * p.plane] - mean) * map.x + map.y;
     }
 }

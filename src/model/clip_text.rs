@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor};
-use crate::nn::attention::{AttentionShape, TokenOperand, multihead_attention};
+use crate::nn::attention::{
+    AttentionLayout, AttentionOperand, AttentionShape, multihead_attention,
+};
 use crate::nn::elementwise::add;
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
 use crate::nn::linear::{Bias, Linear, LinearActivations};
@@ -315,12 +317,14 @@ impl ClipTextModel {
             let qkv = layer
                 .qkv
                 .record(&mut g, rows, h.id, LinearActivations::default(), "qkv")?;
-            let part = |offset| TokenOperand {
+            let part = |offset| AttentionOperand::Tokens {
                 tensor: qkv,
                 offset,
                 row: 3 * c,
             };
-            let attended = multihead_attention(&mut g, [part(0), part(c), part(2 * c)], attention)?;
+            let parts = [part(0), part(c), part(2 * c)];
+            let attended =
+                multihead_attention(&mut g, parts, AttentionLayout::TokenRows, attention)?;
             let projected = layer.out_proj.record(
                 &mut g,
                 rows,

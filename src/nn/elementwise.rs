@@ -39,15 +39,12 @@ static ADD: KernelSpec = spec("add");
 /// `out = [a, b]` along the channel axis of NCHW tensors.
 static CONCAT: KernelSpec = spec("concat");
 
-/// `out[n, j, i] = a[n, i, j]`.
-static TRANSPOSE: KernelSpec = spec("transpose");
-
 /// `out[r, j] = a[r, j] * gelu(a[r, F + j])`.
 static GEGLU: KernelSpec = spec("geglu");
 
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &TRANSPOSE, &GEGLU];
+pub(crate) static SPECS: &[&KernelSpec] = &[&AFFINE, &ADD, &CONCAT, &GEGLU];
 
 /// Mirrors `ElementwiseParams` in shaders/elementwise.wgsl.
 #[repr(C)]
@@ -173,38 +170,9 @@ pub(crate) fn concat(
     })
 }
 
-/// Records the batched transpose of `input` [n, rows, cols] into [n, cols, rows].
-pub(crate) fn transpose(
-    graph: &mut GraphBuilder<'_>,
-    input: TensorId,
-    [n, rows, cols]: [usize; 3],
-    name: &str,
-) -> Result<TensorId> {
-    let len = n * rows * cols;
-    let out = graph.tensor(len, name)?;
-    let grid = graph.grid_for(len);
-    let params = ElementwiseParams {
-        len: len as u32,
-        a_plane: rows as u32,
-        b_plane: cols as u32,
-        ..Default::default()
-    };
-    graph.dispatch(
-        &TRANSPOSE,
-        &params,
-        &[
-            Resource::Tensor(input),
-            Resource::Unused,
-            Resource::Tensor(out),
-        ],
-        grid,
-        None,
-    );
-    Ok(out)
-}
-
 /// Records GEGLU on `input` [rows, 2 * features]: `hidden * gelu(gate)` with `hidden, gate`
-/// the two halves of each row; returns [rows, features].
+/// the two halves of each row; returns [rows, features]. On a channel-major [B, 2C, N] tensor
+/// the rows are the images and `features` C * N.
 pub(crate) fn geglu(
     graph: &mut GraphBuilder<'_>,
     input: TensorId,

@@ -145,6 +145,28 @@ pub(crate) fn rel_l2(got: &[f32], want: &[f64]) -> f64 {
     (diff / norm).sqrt()
 }
 
+/// Runs `graph` once and reads back the first `len` values of its tensor `output`.
+#[cfg(test)]
+pub(crate) fn run_and_read(
+    gpu: &crate::gpu::Gpu,
+    graph: &graph::Graph,
+    output: graph::TensorId,
+    len: usize,
+) -> Vec<f32> {
+    let readback = crate::gpu::GpuTensor::zeros(gpu, &[len], "readback").unwrap();
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    graph.record(&mut encoder.begin_compute_pass(&Default::default()));
+    encoder.copy_buffer_to_buffer(
+        graph.buffer(output),
+        0,
+        readback.buffer(),
+        0,
+        (len * 4) as u64,
+    );
+    gpu.queue().submit([encoder.finish()]);
+    readback.read(gpu).unwrap()
+}
+
 /// Every kernel of every family, for tests that check all of them.
 #[cfg(test)]
 pub(crate) fn all_specs() -> Vec<&'static crate::gpu::KernelSpec> {

@@ -46,9 +46,21 @@ static GROUP_NORM_COEFFICIENTS: KernelSpec = KernelSpec {
     workgroup_size: WorkgroupSize::Fixed,
 };
 
+/// `layer_norm_channels`: a LayerNorm over each pixel's channels, one invocation per pixel in
+/// workgroups of `crate::gpu::WORKGROUP_SIZE` (the shader's PIXEL_WORKGROUP_SIZE).
+static LAYER_NORM_CHANNELS: KernelSpec = KernelSpec {
+    name: "group_norm",
+    source: SOURCE,
+    entry_point: "layer_norm_channels",
+    bindings: BINDINGS,
+    params: Some(&PARAMS_LAYOUT),
+    workgroup_size: WorkgroupSize::Fixed,
+};
+
 /// Every kernel of this family.
 #[cfg(test)]
-pub(crate) static SPECS: &[&KernelSpec] = &[&GROUP_NORM, &GROUP_NORM_COEFFICIENTS];
+pub(crate) static SPECS: &[&KernelSpec] =
+    &[&GROUP_NORM, &GROUP_NORM_COEFFICIENTS, &LAYER_NORM_CHANNELS];
 
 /// A group norm a tiled convolution applies to its input as it gathers it: the [B, C, 4]
 /// coefficients of `group_norm_coefficients`, and whether SiLU follows the norm.
@@ -74,6 +86,11 @@ struct NormParams {
     temb_stride: u32,
     /// Channels read from the first input; the rest come from the second.
     first_channels: u32,
+    /// Images (`layer_norm_channels` only).
+    batch: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(NormParams {
@@ -85,6 +102,10 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(NormParams {
     scale_shift,
     temb_stride,
     first_channels,
+    batch,
+    _pad0,
+    _pad1,
+    _pad2,
 });
 
 /// `nn.GroupNorm` with affine weights.
@@ -215,9 +236,19 @@ impl GroupNorm {
             channels: first.channels + second.map_or(0, |s| s.channels),
             ..first
         };
-        let (spec, len) = match kind {
-            Kind::Normalised => (&GROUP_NORM, input.len()),
-            Kind::Coefficients => (&GROUP_NORM_COEFFICIENTS, input.batch * input.channels * 4),
+        let groups = [self.groups as u32, input.batch as u32, 1];
+        let (spec, len, grid) = match kind {
+            Kind::Normalised => (&GROUP_NORM, input.len(), groups),
+            Kind::Coefficients => (
+                &GROUP_NORM_COEFFICIENTS,
+                input.batch * input.channels * 4,
+                groups,
+            ),
+            Kind::PerPixel => (
+                &LAYER_NORM_CHANNELS,
+                input.len(),
+                graph.grid_for(input.batch * input.plane()),
+            ),
         };
         let result = graph.tensor(len, name)?;
         let params = NormParams {
@@ -229,6 +260,10 @@ impl GroupNorm {
             scale_shift: u32::from(output.scale_shift.is_some()),
             temb_stride: output.scale_shift.map_or(0, |term| term.stride as u32),
             first_channels: first.channels as u32,
+            batch: input.batch as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         };
         graph.dispatch(
             spec,
@@ -243,7 +278,7 @@ impl GroupNorm {
                 Resource::Tensor(result),
                 second.map_or(Resource::Unused, |s| Resource::Tensor(s.id)),
             ],
-            [self.groups as u32, input.batch as u32, 1],
+            grid,
             None,
         );
         Ok(result)
@@ -257,4 +292,116 @@ enum Kind {
     Normalised,
     /// Each channel's map (`group_norm_coefficients`).
     Coefficients,
+    /// Each pixel normalised over its channels (`layer_norm_channels`).
+    PerPixel,
+}
+
+/// `nn.LayerNorm` over the channels of each pixel of a channel-major [B, C, H, W] tensor: the
+/// transformer's norms, on tokens kept channel-major so that its projections run as 1x1
+/// convolutions.
+pub(crate) struct LayerNorm(GroupNorm);
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` [channels] under `path`.
+    pub fn load(path: &mut WeightPath<'_>, channels: usize, eps: f64) -> Result<Self> {
+        Ok(Self(GroupNorm::load(path, channels, 1, eps)?))
+    }
+
+    /// Records the norm of every pixel of `input` over its channels.
+    pub fn record(
+        &self,
+        graph: &mut GraphBuilder<'_>,
+        input: FeatureMap,
+        name: &str,
+    ) -> Result<FeatureMap> {
+        let id = self.0.dispatch(
+            graph,
+            input,
+            None,
+            NormOutput::default(),
+            Kind::PerPixel,
+            name,
+        )?;
+        Ok(FeatureMap { id, ..input })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The per-pixel LayerNorm against an f64 reference.
+
+    use super::*;
+    use crate::gpu::{Gpu, GpuOptions};
+    use crate::nn::{TensorSource, rel_l2, run_and_read};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Hands out gamma and beta.
+    struct Given(Vec<f32>, Vec<f32>);
+
+    impl TensorSource for Given {
+        fn take(&mut self, name: &str, _shape: &[usize]) -> Result<Vec<f32>> {
+            Ok(match name {
+                "norm.weight" => self.0.clone(),
+                _ => self.1.clone(),
+            })
+        }
+    }
+
+    #[test]
+    fn layer_norm_over_channels_matches_an_f64_reference() {
+        let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+        // 37 channels, 300 pixels (a ragged last workgroup), 2 images; every pixel offset
+        // by its own large mean, so that a sum of squares without the shift would cancel.
+        let [batch, channels, plane] = [2, 37, 300];
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+                .collect()
+        };
+        let offsets = uniform(batch * plane, 50.0);
+        let mut x = uniform(batch * channels * plane, 2.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v += offsets[(i / (channels * plane)) * plane + i % plane];
+        }
+        let (gamma, beta) = (uniform(channels, 1.5), uniform(channels, 1.0));
+        let eps = 1e-5;
+        let mut source = Given(gamma.clone(), beta.clone());
+        let mut path = WeightPath::new(&gpu, &mut source);
+        let norm = LayerNorm::load(&mut path.pp("norm"), channels, eps).unwrap();
+        let mut graph = GraphBuilder::new(&gpu);
+        let input = FeatureMap {
+            id: graph.input(x.len(), "x").unwrap(),
+            batch,
+            channels,
+            height: 20,
+            width: 15,
+        };
+        let out = norm.record(&mut graph, input, "norm").unwrap();
+        graph.mark_output(out.id);
+        let graph = graph.finish();
+        gpu.queue()
+            .write_buffer(graph.buffer(input.id), 0, bytemuck::cast_slice(&x));
+        let got = run_and_read(&gpu, &graph, out.id, x.len());
+
+        let mut want = vec![0.0; x.len()];
+        for b in 0..batch {
+            for pixel in 0..plane {
+                let at = |c: usize| (b * channels + c) * plane + pixel;
+                let mean = (0..channels).map(|c| f64::from(x[at(c)])).sum::<f64>() / 37.0;
+                let var = (0..channels)
+                    .map(|c| (f64::from(x[at(c)]) - mean).powi(2))
+                    .sum::<f64>()
+                    / 37.0;
+                for c in 0..channels {
+                    let y = (f64::from(x[at(c)]) - mean) / (var + eps).sqrt();
+                    want[at(c)] = y * f64::from(gamma[c]) + f64::from(beta[c]);
+                }
+            }
+        }
+        let error = rel_l2(&got, &want);
+        eprintln!("layer norm over channels: {error:.2e}");
+        assert!(error < 1e-6, "relative L2 {error:.2e}");
+    }
 }

@@ -104,6 +104,19 @@ impl<'a> WeightPath<'a> {
         }
     }
 
+    /// The label of one layer made of the layers `names` under this path (`""`: the path
+    /// itself): the one layer's name, or the first's followed by `+`.
+    pub fn stack_label(&self, names: &[&str]) -> String {
+        let first = match names.first().copied().unwrap_or_default() {
+            "" => self.prefix.clone(),
+            name => self.name(name),
+        };
+        match names.len() {
+            0 | 1 => first,
+            _ => format!("{first}+"),
+        }
+    }
+
     /// The module path itself (`down_blocks.1.resnets.0`), for labels.
     pub fn prefix(&self) -> &str {
         &self.prefix

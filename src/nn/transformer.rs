@@ -1,16 +1,23 @@
 //! diffusers' `Transformer2DModel` (continuous input) with `BasicTransformerBlock`s: the
-//! cross-attention layer of Stable Diffusion's U-Net. A GroupNorm, the pixels turned into
-//! token rows, `proj_in`, blocks of (LayerNorm, self-attention, LayerNorm, cross-attention on
-//! the text states, LayerNorm, GEGLU feed-forward) with residuals, `proj_out`, back to pixels
-//! and the residual. `proj_in`/`proj_out` are 1x1 convolutions (SD 1.x) or linear layers
-//! (SD 2.x): the same per-pixel map, run here as a linear layer on the token rows either way
-//! (a checkpoint's [O, I, 1, 1] weight is taken as [O, I]).
+//! cross-attention layer of Stable Diffusion's U-Net. A GroupNorm, `proj_in`, blocks of
+//! (LayerNorm, self-attention, LayerNorm, cross-attention on the text states, LayerNorm, GEGLU
+//! feed-forward) with residuals, `proj_out` and the residual.
+//!
+//! diffusers turns the pixels into token rows [B, H*W, C]; here the tokens stay channel-major
+//! ([B, C, H*W], the feature map itself), so every projection is a per-pixel map, run as a 1x1
+//! convolution on the convolution family's kernels (register-blocked or tiled, autotuned,
+//! mixed precision) with the residual sums fused into its epilogue, and no transposes. The
+//! LayerNorms normalise each pixel over its channels; the attention reads channel-major
+//! queries (and keys and values in the self-attention) and the text states' key/value rows.
+//! `proj_in`/`proj_out` are 1x1 convolutions (SD 1.x) or linear layers (SD 2.x): the same
+//! per-pixel map either way (a linear layer's [O, I] weight is taken as [O, I, 1, 1]).
 
-use super::attention::{AttentionShape, TokenOperand, multihead_attention};
-use super::elementwise::{add, geglu, transpose};
+use super::attention::{AttentionLayout, AttentionOperand, AttentionShape, multihead_attention};
+use super::conv::{Conv, ConvExtras};
+use super::elementwise::geglu;
 use super::graph::{GraphBuilder, TensorId};
 use super::linear::{Bias, Linear, LinearActivations};
-use super::norm::{GroupNorm, NormOutput};
+use super::norm::{GroupNorm, LayerNorm, NormOutput};
 use super::{FeatureMap, WeightPath};
 use crate::error::Result;
 
@@ -36,46 +43,27 @@ pub(crate) struct TransformerOptions {
 
 /// One `BasicTransformerBlock`.
 struct Block {
-    norm1: GroupNorm,
-    self_qkv: Linear,
-    self_out: Linear,
-    norm2: GroupNorm,
-    cross_q: Linear,
+    norm1: LayerNorm,
+    self_qkv: Conv,
+    self_out: Conv,
+    norm2: LayerNorm,
+    cross_q: Conv,
+    /// On the text states' token rows.
     cross_kv: Linear,
-    cross_out: Linear,
-    norm3: GroupNorm,
-    ff_in: Linear,
-    ff_out: Linear,
+    cross_out: Conv,
+    norm3: LayerNorm,
+    ff_in: Conv,
+    ff_out: Conv,
 }
 
 /// `Transformer2DModel` with one block (`transformer_layers_per_block` 1, as SD 1.x / 2.x).
 pub(crate) struct Transformer2D {
     norm: GroupNorm,
-    proj_in: Linear,
+    proj_in: Conv,
     blocks: Vec<Block>,
-    proj_out: Linear,
+    proj_out: Conv,
     channels: usize,
     heads: usize,
-}
-
-/// LayerNorm over the channels of token rows: the group-norm kernel with one group per row.
-fn layer_norm(
-    graph: &mut GraphBuilder<'_>,
-    norm: &GroupNorm,
-    rows: usize,
-    channels: usize,
-    x: TensorId,
-) -> Result<TensorId> {
-    let as_rows = FeatureMap {
-        id: x,
-        batch: rows,
-        channels,
-        height: 1,
-        width: 1,
-    };
-    Ok(norm
-        .record(graph, as_rows, NormOutput::default(), "layer_norm")?
-        .id)
 }
 
 impl Transformer2D {
@@ -89,19 +77,19 @@ impl Transformer2D {
         let ff = 4 * c;
         let cross = options.cross_attention_dim;
         let mut block = path.pp("transformer_blocks.0");
-        let layer_norm = |path: &mut WeightPath<'_>| GroupNorm::load(path, c, 1, 1e-5);
+        let layer_norm = |path: &mut WeightPath<'_>| LayerNorm::load(path, c, 1e-5);
         let blocks = vec![Block {
             norm1: layer_norm(&mut block.pp("norm1"))?,
-            self_qkv: Linear::stacked(
+            self_qkv: Conv::stacked_linear(
                 &mut block.pp("attn1"),
                 &["to_q", "to_k", "to_v"],
                 c,
                 c,
                 Bias::Zero,
             )?,
-            self_out: Linear::load(&mut block.pp("attn1.to_out.0"), c, c)?,
+            self_out: Conv::pointwise(&mut block.pp("attn1.to_out.0"), c, c)?,
             norm2: layer_norm(&mut block.pp("norm2"))?,
-            cross_q: Linear::stacked(&mut block.pp("attn2.to_q"), &[""], c, c, Bias::Zero)?,
+            cross_q: Conv::stacked_linear(&mut block.pp("attn2.to_q"), &[""], c, c, Bias::Zero)?,
             cross_kv: Linear::stacked(
                 &mut block.pp("attn2"),
                 &["to_k", "to_v"],
@@ -109,16 +97,16 @@ impl Transformer2D {
                 c,
                 Bias::Zero,
             )?,
-            cross_out: Linear::load(&mut block.pp("attn2.to_out.0"), c, c)?,
+            cross_out: Conv::pointwise(&mut block.pp("attn2.to_out.0"), c, c)?,
             norm3: layer_norm(&mut block.pp("norm3"))?,
-            ff_in: Linear::load(&mut block.pp("ff.net.0.proj"), c, 2 * ff)?,
-            ff_out: Linear::load(&mut block.pp("ff.net.2"), ff, c)?,
+            ff_in: Conv::pointwise(&mut block.pp("ff.net.0.proj"), c, 2 * ff)?,
+            ff_out: Conv::pointwise(&mut block.pp("ff.net.2"), ff, c)?,
         }];
         Ok(Self {
             norm: GroupNorm::load(&mut path.pp("norm"), c, options.groups, 1e-6)?,
-            proj_in: Linear::load(&mut path.pp("proj_in"), c, c)?,
+            proj_in: Conv::pointwise(&mut path.pp("proj_in"), c, c)?,
             blocks,
-            proj_out: Linear::load(&mut path.pp("proj_out"), c, c)?,
+            proj_out: Conv::pointwise(&mut path.pp("proj_out"), c, c)?,
             channels,
             heads: options.heads,
         })
@@ -132,13 +120,11 @@ impl Transformer2D {
         context: Context,
     ) -> Result<FeatureMap> {
         let (c, batch, pixels) = (self.channels, x.batch, x.plane());
-        let rows = batch * pixels;
-        let none = LinearActivations::default();
-        let h = self
-            .norm
-            .record(graph, x, NormOutput::default(), "transformer norm")?;
-        let tokens = transpose(graph, h.id, [batch, c, pixels], "to tokens")?;
-        let mut t = self.proj_in.record(graph, rows, tokens, none, "proj_in")?;
+        let plain = ConvExtras::default();
+        let plus = |residual: FeatureMap| ConvExtras {
+            residual: Some((residual.id, 1.0)),
+            ..ConvExtras::default()
+        };
         let shape = |keys| AttentionShape {
             batch,
             queries: pixels,
@@ -147,47 +133,70 @@ impl Transformer2D {
             head_dim: c / self.heads,
             causal: false,
         };
-        let operand = |tensor, offset, row| TokenOperand {
+        let channels = |tensor, first, channels| AttentionOperand::Channels {
             tensor,
-            offset,
-            row,
+            first,
+            channels,
         };
+        let mut t = self.norm.record_then_conv(
+            graph,
+            x,
+            None,
+            NormOutput::default(),
+            &self.proj_in,
+            plain,
+            "proj_in",
+        )?;
         for block in &self.blocks {
-            let n = layer_norm(graph, &block.norm1, rows, c, t)?;
-            let qkv = block.self_qkv.record(graph, rows, n, none, "attn1 qkv")?;
+            let n = block.norm1.record(graph, t, "norm1")?;
+            let qkv = block.self_qkv.record(graph, n, plain, "attn1 qkv")?.id;
             let parts = [
-                operand(qkv, 0, 3 * c),
-                operand(qkv, c, 3 * c),
-                operand(qkv, 2 * c, 3 * c),
+                channels(qkv, 0, 3 * c),
+                channels(qkv, c, 3 * c),
+                channels(qkv, 2 * c, 3 * c),
             ];
-            let a = multihead_attention(graph, parts, shape(pixels))?;
-            let a = block.self_out.record(graph, rows, a, none, "attn1 out")?;
-            t = add(graph, [a, t], rows * c, "attn1 residual")?;
+            let a =
+                multihead_attention(graph, parts, AttentionLayout::ChannelMajor, shape(pixels))?;
+            t = block
+                .self_out
+                .record(graph, FeatureMap { id: a, ..t }, plus(t), "attn1 out")?;
 
-            let n = layer_norm(graph, &block.norm2, rows, c, t)?;
-            let q = block.cross_q.record(graph, rows, n, none, "attn2 q")?;
-            let context_rows = batch * context.tokens;
-            let kv = block
-                .cross_kv
-                .record(graph, context_rows, context.id, none, "attn2 kv")?;
-            let parts = [
-                operand(q, 0, c),
-                operand(kv, 0, 2 * c),
-                operand(kv, c, 2 * c),
-            ];
-            let a = multihead_attention(graph, parts, shape(context.tokens))?;
-            let a = block.cross_out.record(graph, rows, a, none, "attn2 out")?;
-            t = add(graph, [a, t], rows * c, "attn2 residual")?;
+            let n = block.norm2.record(graph, t, "norm2")?;
+            let q = block.cross_q.record(graph, n, plain, "attn2 q")?.id;
+            let kv = block.cross_kv.record(
+                graph,
+                batch * context.tokens,
+                context.id,
+                LinearActivations::default(),
+                "attn2 kv",
+            )?;
+            let text = |offset| AttentionOperand::Tokens {
+                tensor: kv,
+                offset,
+                row: 2 * c,
+            };
+            let parts = [channels(q, 0, c), text(0), text(c)];
+            let a = multihead_attention(
+                graph,
+                parts,
+                AttentionLayout::ChannelMajor,
+                shape(context.tokens),
+            )?;
+            t = block
+                .cross_out
+                .record(graph, FeatureMap { id: a, ..t }, plus(t), "attn2 out")?;
 
-            let n = layer_norm(graph, &block.norm3, rows, c, t)?;
-            let f = block.ff_in.record(graph, rows, n, none, "ff proj")?;
-            let g = geglu(graph, f, [rows, 4 * c], "geglu")?;
-            let f = block.ff_out.record(graph, rows, g, none, "ff out")?;
-            t = add(graph, [f, t], rows * c, "ff residual")?;
+            let n = block.norm3.record(graph, t, "norm3")?;
+            let f = block.ff_in.record(graph, n, plain, "ff proj")?;
+            // [B, 8C, N]: per image the value half's channels, then the gate's.
+            let g = geglu(graph, f.id, [batch, 4 * c * pixels], "geglu")?;
+            let g = FeatureMap {
+                id: g,
+                channels: 4 * c,
+                ..t
+            };
+            t = block.ff_out.record(graph, g, plus(t), "ff out")?;
         }
-        let t = self.proj_out.record(graph, rows, t, none, "proj_out")?;
-        let back = transpose(graph, t, [batch, pixels, c], "to pixels")?;
-        let out = add(graph, [back, x.id], x.len(), "transformer residual")?;
-        Ok(FeatureMap { id: out, ..x })
+        self.proj_out.record(graph, t, plus(x), "proj_out")
     }
 }

@@ -5,6 +5,7 @@
 
 use super::conv::{Conv, ConvExtras};
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use super::linear::Bias;
 use super::norm::{GroupNorm, NormOutput};
 use super::{FeatureMap, WeightPath};
 use crate::error::Result;
@@ -139,19 +140,73 @@ pub(crate) fn plain_matmul(
     );
 }
 
-/// Where one of q, k, v lives in a token-major tensor: token t of sequence b, head h, channel
-/// d is at `offset + (b * tokens + t) * row + h * head_dim + d`.
+/// Where one of q, k, v of a multi-head attention lives.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TokenOperand {
-    /// The tensor.
-    pub tensor: TensorId,
-    /// Elements before the first q (or k, v) value.
-    pub offset: usize,
-    /// Elements per token row.
-    pub row: usize,
+pub(crate) enum AttentionOperand {
+    /// Token rows: token t of sequence b, head h, channel d is at `offset + (b * tokens + t) *
+    /// row + h * head_dim + d`.
+    Tokens {
+        /// The tensor.
+        tensor: TensorId,
+        /// Elements before the first value.
+        offset: usize,
+        /// Elements per token row.
+        row: usize,
+    },
+    /// Channel-major [B, channels, tokens] (a feature map's layout): head h's channel d of
+    /// token t is channel `first + h * head_dim + d`.
+    Channels {
+        /// The tensor.
+        tensor: TensorId,
+        /// The operand's first channel.
+        first: usize,
+        /// Channels per batch item of the whole tensor.
+        channels: usize,
+    },
 }
 
-/// The shape of a multi-head attention over token rows.
+impl AttentionOperand {
+    /// The kernel's strides for this operand over sequences of `tokens` tokens.
+    fn strided(self, tokens: usize, head_dim: usize) -> Strided {
+        match self {
+            Self::Tokens {
+                tensor,
+                offset,
+                row,
+            } => Strided {
+                tensor,
+                offset,
+                batch: tokens * row,
+                head: head_dim,
+                token: row,
+                channel: 1,
+            },
+            Self::Channels {
+                tensor,
+                first,
+                channels,
+            } => Strided {
+                tensor,
+                offset: first * tokens,
+                batch: channels * tokens,
+                head: head_dim * tokens,
+                token: 1,
+                channel: tokens,
+            },
+        }
+    }
+}
+
+/// The layout of a multi-head attention's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttentionLayout {
+    /// [B * queries, heads * head_dim], the heads side by side in each token row.
+    TokenRows,
+    /// [B, heads * head_dim, queries].
+    ChannelMajor,
+}
+
+/// The shape of a multi-head attention.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AttentionShape {
     /// Sequences.
@@ -168,67 +223,36 @@ pub(crate) struct AttentionShape {
     pub causal: bool,
 }
 
-/// Records multi-head attention over token rows: softmax(q k^T / sqrt(head_dim)) v for every
-/// (sequence, head), written as [B * queries, heads * head_dim] with the heads side by side, by
-/// the fused kernel (no scores tensor).
+/// Records multi-head attention: softmax(q k^T / sqrt(head_dim)) v for every (sequence, head),
+/// written in `layout`, by the fused kernel (no scores tensor).
 pub(crate) fn multihead_attention(
     graph: &mut GraphBuilder<'_>,
-    [q, k, v]: [TokenOperand; 3],
+    [q, k, v]: [AttentionOperand; 3],
+    layout: AttentionLayout,
     shape: AttentionShape,
 ) -> Result<TensorId> {
     let c = shape.heads * shape.head_dim;
-    let out = graph.tensor(shape.batch * shape.queries * c, "attention output")?;
-    let token = |o: TokenOperand, tokens: usize| Strided {
-        tensor: o.tensor,
-        offset: o.offset,
-        batch: tokens * o.row,
-        head: shape.head_dim,
-        token: o.row,
-        channel: 1,
+    let tensor = graph.tensor(shape.batch * shape.queries * c, "attention output")?;
+    let out = match layout {
+        AttentionLayout::TokenRows => AttentionOperand::Tokens {
+            tensor,
+            offset: 0,
+            row: c,
+        },
+        AttentionLayout::ChannelMajor => AttentionOperand::Channels {
+            tensor,
+            first: 0,
+            channels: c,
+        },
     };
     let operands = [
-        token(q, shape.queries),
-        token(k, shape.keys),
-        token(v, shape.keys),
-        token(
-            TokenOperand {
-                tensor: out,
-                offset: 0,
-                row: c,
-            },
-            shape.queries,
-        ),
+        q.strided(shape.queries, shape.head_dim),
+        k.strided(shape.keys, shape.head_dim),
+        v.strided(shape.keys, shape.head_dim),
+        out.strided(shape.queries, shape.head_dim),
     ];
     flash::record(graph, operands, shape);
-    Ok(out)
-}
-
-/// Records self-attention over channel-major tensors: `qkv` is [B, 3C, N] (q in channels
-/// [0, C), k in [C, 2C), v in [2C, 3C), head h in channels h * head_dim.. of each, N =
-/// `shape.queries` tokens), the result [B, C, N], by the fused kernel (no scores tensor).
-fn channel_major_attention(
-    graph: &mut GraphBuilder<'_>,
-    qkv: TensorId,
-    shape: AttentionShape,
-) -> Result<TensorId> {
-    let (n, c) = (shape.queries, shape.heads * shape.head_dim);
-    let out = graph.tensor(shape.batch * c * n, "attention output")?;
-    let part = |tensor, offset, batch| Strided {
-        tensor,
-        offset,
-        batch,
-        head: shape.head_dim * n,
-        token: 1,
-        channel: n,
-    };
-    let operands = [
-        part(qkv, 0, 3 * c * n),
-        part(qkv, c * n, 3 * c * n),
-        part(qkv, 2 * c * n, 3 * c * n),
-        part(out, 0, c * n),
-    ];
-    flash::record(graph, operands, shape);
-    Ok(out)
+    Ok(tensor)
 }
 
 /// How an [`AttentionBlock`] is built.
@@ -289,8 +313,14 @@ impl AttentionBlock {
         };
         Ok(Self {
             norm,
-            qkv: Conv::stacked_linear(path, &["to_q", "to_k", "to_v"], channels, channels)?,
-            to_out: Conv::pointwise(&mut path.pp("to_out.0"), channels)?,
+            qkv: Conv::stacked_linear(
+                path,
+                &["to_q", "to_k", "to_v"],
+                channels,
+                channels,
+                Bias::Learned,
+            )?,
+            to_out: Conv::pointwise(&mut path.pp("to_out.0"), channels, channels)?,
             channels,
             head_dim: options.head_dim,
             rescale_output_factor: options.rescale_output_factor as f32,
@@ -314,9 +344,16 @@ impl AttentionBlock {
                 .qkv
                 .record(graph, input, ConvExtras::default(), "attention qkv")?,
         };
-        let attended = channel_major_attention(
+        let part = |first| AttentionOperand::Channels {
+            tensor: qkv.id,
+            first,
+            channels: 3 * self.channels,
+        };
+        let c = self.channels;
+        let attended = multihead_attention(
             graph,
-            qkv.id,
+            [part(0), part(c), part(2 * c)],
+            AttentionLayout::ChannelMajor,
             AttentionShape {
                 batch,
                 queries: input.plane(),

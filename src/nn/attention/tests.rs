@@ -1,6 +1,6 @@
 //! The fused attention kernel against an f64 host reference, through both callers' addressing
-//! (token-major rows as `multihead_attention` reads them, channel-major [B, 3C, N] as the
-//! spatial block does): several heads, head_dim 33 (a ragged channel chunk), 40, 64 and 512,
+//! (token rows as CLIP reads them, channel-major [B, 3C, N] as the spatial block does, and
+//! channel-major queries with token-row keys and values as the transformer does): several heads, head_dim 33 (a ragged channel chunk), 40, 64 and 512,
 //! queries != keys, the causal mask, several key tiles with a ragged last one, whole and
 //! split channel chunks on both kernel sets, and a device whose storage binding limit is
 //! below one slice's scores. Also `bench`'s GEMM ceiling (`plain_matmul`), which shares the
@@ -9,8 +9,8 @@
 use super::*;
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::gpu::{BlockSize, GpuOptions, GpuTensor, Tuning};
-use crate::nn::rel_l2;
+use crate::gpu::{BlockSize, GpuOptions, Tuning};
+use crate::nn::{rel_l2, run_and_read};
 
 /// Deterministic values in ±amplitude.
 fn values(len: usize, seed: u64, amplitude: f32) -> Vec<f32> {
@@ -62,6 +62,8 @@ const CASES: &[Case] = &[
     // The spatial block: one 512-channel head (the VAE), channel-major; and two heads of 48.
     case([2, 37, 37, 1, 512], false, true),
     case([1, 70, 70, 2, 48], false, true),
+    // The transformer's cross-attention: channel-major queries, token-row keys and values.
+    case([2, 45, 77, 2, 40], false, true),
 ];
 
 /// softmax(q k^T / sqrt(d) [+ mask]) v in f64, as [batch, heads, queries, head_dim].
@@ -104,42 +106,57 @@ fn run(gpu: &Gpu, case: Case) -> (Vec<f32>, Vec<f64>) {
     let c = s.heads * s.head_dim;
     let mut graph = GraphBuilder::new(gpu);
     // Token-major: self-attention reads one fused [B, T, 3C] tensor (q, k, v side by side),
-    // cross-attention q [B, Tq, C] and kv [B, Tk, 2C]. Channel-major: qkv [B, 3C, N].
-    let (inputs, out) = if case.channel_major {
-        let len = s.batch * 3 * c * s.queries;
-        let qkv = graph.input(len, "qkv").unwrap();
-        (
-            vec![(qkv, len)],
-            channel_major_attention(&mut graph, qkv, s).unwrap(),
-        )
-    } else if s.queries == s.keys {
+    // cross-attention q [B, Tq, C] and kv [B, Tk, 2C]. Channel-major: self-attention qkv
+    // [B, 3C, N]; cross-attention (the transformer's) q [B, C, Tq] and kv token rows
+    // [B, Tk, 2C].
+    let layout = if case.channel_major {
+        AttentionLayout::ChannelMajor
+    } else {
+        AttentionLayout::TokenRows
+    };
+    let (inputs, parts) = if s.queries == s.keys {
         let len = s.batch * s.queries * 3 * c;
         let qkv = graph.input(len, "qkv").unwrap();
-        let part = |offset| TokenOperand {
-            tensor: qkv,
-            offset,
-            row: 3 * c,
+        let part = |first| match layout {
+            AttentionLayout::ChannelMajor => AttentionOperand::Channels {
+                tensor: qkv,
+                first,
+                channels: 3 * c,
+            },
+            AttentionLayout::TokenRows => AttentionOperand::Tokens {
+                tensor: qkv,
+                offset: first,
+                row: 3 * c,
+            },
         };
-        let parts = [part(0), part(c), part(2 * c)];
-        (
-            vec![(qkv, len)],
-            multihead_attention(&mut graph, parts, s).unwrap(),
-        )
+        (vec![(qkv, len)], [part(0), part(c), part(2 * c)])
     } else {
         let lens = [s.batch * s.queries * c, s.batch * s.keys * 2 * c];
         let q = graph.input(lens[0], "q").unwrap();
         let kv = graph.input(lens[1], "kv").unwrap();
-        let part = |tensor, offset, row| TokenOperand {
-            tensor,
+        let kv_part = |offset| AttentionOperand::Tokens {
+            tensor: kv,
             offset,
-            row,
+            row: 2 * c,
         };
-        let parts = [part(q, 0, c), part(kv, 0, 2 * c), part(kv, c, 2 * c)];
+        let q_part = match layout {
+            AttentionLayout::ChannelMajor => AttentionOperand::Channels {
+                tensor: q,
+                first: 0,
+                channels: c,
+            },
+            AttentionLayout::TokenRows => AttentionOperand::Tokens {
+                tensor: q,
+                offset: 0,
+                row: c,
+            },
+        };
         (
             vec![(q, lens[0]), (kv, lens[1])],
-            multihead_attention(&mut graph, parts, s).unwrap(),
+            [q_part, kv_part(0), kv_part(c)],
         )
     };
+    let out = multihead_attention(&mut graph, parts, layout, s).unwrap();
     graph.mark_output(out);
     let graph = graph.finish();
     // Values in ±3, so that the scaled scores spread over several units (the running max
@@ -154,23 +171,17 @@ fn run(gpu: &Gpu, case: Case) -> (Vec<f32>, Vec<f64>) {
             .write_buffer(graph.buffer(id), 0, bytemuck::cast_slice(values));
     }
     let len = s.batch * s.queries * c;
-    let readback = GpuTensor::zeros(gpu, &[len], "readback").unwrap();
-    let mut encoder = gpu.device().create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        graph.record(&mut pass);
-    }
-    encoder.copy_buffer_to_buffer(graph.buffer(out), 0, readback.buffer(), 0, (len * 4) as u64);
-    gpu.queue().submit([encoder.finish()]);
-    let got = readback.read(gpu).unwrap();
+    let got = run_and_read(gpu, &graph, out, len);
 
     // Element (b, h, t, channel) of q (part 0), k (1) or v (2).
     let at = |part: usize, b: usize, h: usize, t: usize, ch: usize| -> f64 {
         let ch = h * s.head_dim + ch;
-        let x = if case.channel_major {
+        let x = if s.queries == s.keys && case.channel_major {
             data[0][(b * 3 * c + part * c + ch) * s.queries + t]
         } else if s.queries == s.keys {
             data[0][(b * s.queries + t) * 3 * c + part * c + ch]
+        } else if part == 0 && case.channel_major {
+            data[0][(b * c + ch) * s.queries + t]
         } else if part == 0 {
             data[0][(b * s.queries + t) * c + ch]
         } else {
@@ -282,18 +293,7 @@ fn the_gemm_ceiling_matches_an_f64_product() {
         .write_buffer(graph.buffer(a), 0, bytemuck::cast_slice(&a_values));
     gpu.queue()
         .write_buffer(graph.buffer(b), 0, bytemuck::cast_slice(&b_values));
-    let readback = GpuTensor::zeros(&gpu, &[count * m * n], "readback").unwrap();
-    let mut encoder = gpu.device().create_command_encoder(&Default::default());
-    graph.record(&mut encoder.begin_compute_pass(&Default::default()));
-    encoder.copy_buffer_to_buffer(
-        graph.buffer(c),
-        0,
-        readback.buffer(),
-        0,
-        readback.buffer().size(),
-    );
-    gpu.queue().submit([encoder.finish()]);
-    let got = readback.read(&gpu).unwrap();
+    let got = run_and_read(&gpu, &graph, c, count * m * n);
     let mut want = Vec::with_capacity(count * m * n);
     for z in 0..count {
         for row in 0..m {

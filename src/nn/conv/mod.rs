@@ -15,6 +15,7 @@ mod precision;
 mod tiled;
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
+use super::linear::Bias;
 use super::norm::InputNorm;
 use super::{ChannelTerm, FeatureMap, WeightPath};
 use crate::error::{Error, Result};
@@ -212,7 +213,7 @@ pub(crate) struct Conv {
 }
 
 /// Extra terms fused into a convolution's input and output.
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ConvExtras {
     /// Adds the time-embedding term of (b, c) to channel c.
     pub temb: Option<ChannelTerm>,
@@ -245,31 +246,33 @@ impl Conv {
     }
 
     /// A 1x1 convolution whose weight is the rows of the `[c_out_each, c_in]` linear layers
-    /// `names` under `path`, stacked (the attention's fused q/k/v projection).
+    /// `names` under `path`, stacked (a fused q/k/v projection); `names` may be `[""]` for the
+    /// one layer at `path`. A `[O, I, 1, 1]` checkpoint weight is taken as `[O, I]`.
     pub fn stacked_linear(
         path: &mut WeightPath<'_>,
         names: &[&str],
         c_in: usize,
         c_out_each: usize,
+        bias_kind: Bias,
     ) -> Result<Self> {
         let mut weight = Vec::with_capacity(names.len() * c_out_each * c_in);
         let mut bias = Vec::with_capacity(names.len() * c_out_each);
         for name in names {
             let mut layer = path.pp(name);
             weight.extend(layer.take("weight", &[c_out_each, c_in])?);
-            bias.extend(layer.take("bias", &[c_out_each])?);
+            match bias_kind {
+                Bias::Learned => bias.extend(layer.take("bias", &[c_out_each])?),
+                Bias::Zero => bias.resize(bias.len() + c_out_each, 0.0),
+            }
         }
-        let label = format!("{}+", path.name(names.first().copied().unwrap_or_default()));
+        let label = path.stack_label(names);
         Self::pointwise_from(path, &weight, &bias, c_in, &label)
     }
 
-    /// The linear layer `[channels, channels]` at `path` applied to every pixel, as a 1x1
-    /// convolution.
-    pub fn pointwise(path: &mut WeightPath<'_>, channels: usize) -> Result<Self> {
-        let weight = path.take("weight", &[channels, channels])?;
-        let bias = path.take("bias", &[channels])?;
-        let label = path.name("weight");
-        Self::pointwise_from(path, &weight, &bias, channels, &label)
+    /// The linear layer `[c_out, c_in]` (with its bias) at `path` applied to every pixel, as a
+    /// 1x1 convolution.
+    pub fn pointwise(path: &mut WeightPath<'_>, c_in: usize, c_out: usize) -> Result<Self> {
+        Self::stacked_linear(path, &[""], c_in, c_out, Bias::Learned)
     }
 
     /// A 1x1 convolution from linear-layer rows `weight` [C_out, c_in] and `bias` [C_out].

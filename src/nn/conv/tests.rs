@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::gpu::{ConvTiles, GemmTile, Gpu, GpuOptions, Tuning};
-use crate::nn::{TensorSource, rel_l2};
+use crate::nn::{TensorSource, rel_l2, run_and_read};
 
 /// A layer to test.
 #[derive(Clone, Copy, Debug)]
@@ -291,21 +291,7 @@ fn run(gpu: &Gpu, case: &Case, data: &Data) -> Vec<f32> {
                 .write_buffer(graph.buffer(id), 0, bytemuck::cast_slice(values));
         }
     }
-    let readback = GpuTensor::zeros(gpu, &[out.len()], "readback").unwrap();
-    let mut encoder = gpu.device().create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        graph.record(&mut pass);
-    }
-    encoder.copy_buffer_to_buffer(
-        graph.buffer(out.id),
-        0,
-        readback.buffer(),
-        0,
-        (out.len() * 4) as u64,
-    );
-    gpu.queue().submit([encoder.finish()]);
-    readback.read(gpu).unwrap()
+    run_and_read(gpu, &graph, out.id, out.len())
 }
 
 #[test]
