@@ -41,9 +41,10 @@ struct LinearParams {
     input_act: u32,
     /// An [`Activation`] applied to the output.
     output_act: u32,
+    /// Vec4 columns of the weights: `out_features` / 4, rounded up.
+    out_blocks: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(LinearParams {
@@ -52,9 +53,9 @@ static PARAMS_LAYOUT: crate::gpu::ParamsLayout = params_layout!(LinearParams {
     out_features,
     input_act,
     output_act,
+    out_blocks,
     _pad0,
     _pad1,
-    _pad2,
 });
 
 /// Activations fused around a [`Linear`]: `output(W input(x) + b)`.
@@ -76,7 +77,8 @@ pub(crate) enum Bias {
     Zero,
 }
 
-/// `nn.Linear` on [B, in] vectors.
+/// `nn.Linear` on [B, in] vectors. The weights are stored transposed, [in, out] with the
+/// outputs padded to a multiple of 4 (see shaders/linear.wgsl), the bias padded alike.
 pub(crate) struct Linear {
     weight: GpuTensor,
     bias: GpuTensor,
@@ -91,12 +93,7 @@ impl Linear {
         in_features: usize,
         out_features: usize,
     ) -> Result<Self> {
-        Ok(Self {
-            weight: path.upload("weight", &[out_features, in_features])?,
-            bias: path.upload("bias", &[out_features])?,
-            in_features,
-            out_features,
-        })
+        Self::stacked(path, &[""], in_features, out_features, Bias::Learned)
     }
 
     /// One layer whose rows are those of the `[out_each, in]` layers `names` under `path`,
@@ -120,56 +117,63 @@ impl Linear {
             }
         }
         let out_features = names.len() * out_each;
-        let label = format!("{}+", path.name(names.first().copied().unwrap_or_default()));
+        let padded = out_features.next_multiple_of(4);
+        let mut transposed = vec![0.0; in_features * padded];
+        for (o, row) in weight.chunks_exact(in_features.max(1)).enumerate() {
+            for (k, &w) in row.iter().enumerate() {
+                transposed[k * padded + o] = w;
+            }
+        }
+        bias.resize(padded, 0.0);
+        let label = path.stack_label(names);
         Ok(Self {
-            weight: GpuTensor::from_slice(
-                path.gpu(),
-                &[out_features, in_features],
-                &weight,
-                &label,
-            )?,
-            bias: GpuTensor::from_slice(path.gpu(), &[out_features], &bias, &label)?,
+            weight: GpuTensor::from_slice(path.gpu(), &[in_features, padded], &transposed, &label)?,
+            bias: GpuTensor::from_slice(path.gpu(), &[padded], &bias, &label)?,
             in_features,
             out_features,
         })
     }
 
-    /// Output features.
     /// The rows of `layers` (all of the same input size) stacked into one layer whose output
     /// holds every layer's output, and where each layer's rows start: at multiples of `align`
-    /// rows, the rows between zero. Built on the GPU from the layers' buffers.
+    /// rows (a power of two; at least 4), the rows between zero. Built on the GPU from the
+    /// layers' buffers (one copy per layer and input feature: the weights are stored
+    /// transposed).
     pub fn stack(
         gpu: &Gpu,
         layers: &[&Linear],
         align: usize,
         name: &str,
     ) -> Result<(Self, Vec<usize>)> {
+        let align = align.max(4);
         let in_features = layers.first().map_or(0, |l| l.in_features);
         let mut offsets = Vec::with_capacity(layers.len());
         let mut rows = 0;
         for layer in layers {
             debug_assert_eq!(layer.in_features, in_features);
             offsets.push(rows);
-            rows += layer.out_features.next_multiple_of(align.max(1));
+            rows += layer.out_features.next_multiple_of(align);
         }
-        let weight = GpuTensor::zeros(gpu, &[rows, in_features], name)?;
+        let weight = GpuTensor::zeros(gpu, &[in_features, rows], name)?;
         let bias = GpuTensor::zeros(gpu, &[rows], name)?;
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         for (layer, &offset) in layers.iter().zip(&offsets) {
-            let row_bytes = (in_features * 4) as u64;
-            encoder.copy_buffer_to_buffer(
-                layer.weight.buffer(),
-                0,
-                weight.buffer(),
-                offset as u64 * row_bytes,
-                layer.out_features as u64 * row_bytes,
-            );
+            let padded = layer.padded_out() as u64;
+            for k in 0..in_features as u64 {
+                encoder.copy_buffer_to_buffer(
+                    layer.weight.buffer(),
+                    k * padded * 4,
+                    weight.buffer(),
+                    (k * rows as u64 + offset as u64) * 4,
+                    padded * 4,
+                );
+            }
             encoder.copy_buffer_to_buffer(
                 layer.bias.buffer(),
                 0,
                 bias.buffer(),
                 offset as u64 * 4,
-                layer.out_features as u64 * 4,
+                padded * 4,
             );
         }
         gpu.queue().submit([encoder.finish()]);
@@ -182,6 +186,12 @@ impl Linear {
         Ok((stacked, offsets))
     }
 
+    /// Outputs per row of the stored weights: `out_features` rounded up to a multiple of 4.
+    fn padded_out(&self) -> usize {
+        self.out_features.next_multiple_of(4)
+    }
+
+    /// Output features.
     pub fn out_features(&self) -> usize {
         self.out_features
     }
@@ -202,11 +212,11 @@ impl Linear {
             out_features: self.out_features as u32,
             input_act: activations.input as u32,
             output_act: activations.output as u32,
+            out_blocks: (self.padded_out() / 4) as u32,
             _pad0: 0,
             _pad1: 0,
-            _pad2: 0,
         };
-        let grid = graph.grid_for(batch * self.out_features);
+        let grid = graph.grid_for(batch.div_ceil(4) * self.padded_out() / 4);
         graph.dispatch(
             &LINEAR,
             &params,
@@ -265,5 +275,112 @@ impl TimestepEmbedding {
             LinearActivations::default(),
             "time_embedding.linear_2",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The blocked linear kernel against an f64 reference: ragged rows and outputs, both
+    //! activations, and a stack of two layers read at their offsets.
+
+    use super::*;
+    use crate::gpu::{Gpu, GpuOptions};
+    use crate::nn::{TensorSource, rel_l2, run_and_read};
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Hands out random tensors of the asked shape (and keeps them for the reference).
+    struct Drawn(ChaCha8Rng, Vec<(String, Vec<f32>)>);
+
+    impl TensorSource for Drawn {
+        fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+            let len = shape.iter().product();
+            let values: Vec<f32> = (0..len)
+                .map(|_| self.0.random::<f32>() * 2.0 - 1.0)
+                .collect();
+            self.1.push((name.to_string(), values.clone()));
+            Ok(values)
+        }
+    }
+
+    fn silu(x: f64) -> f64 {
+        x / (1.0 + (-x).exp())
+    }
+
+    fn quick_gelu(x: f64) -> f64 {
+        x / (1.0 + (-1.702 * x).exp())
+    }
+
+    /// quick_gelu(W silu(x) + b) in f64 for `rows` rows of `x`.
+    fn reference(x: &[f32], weight: &[f32], bias: &[f32], in_features: usize) -> Vec<f64> {
+        let mut out = Vec::new();
+        for row in x.chunks_exact(in_features) {
+            for (o, b) in bias.iter().enumerate() {
+                let w = &weight[o * in_features..(o + 1) * in_features];
+                let sum: f64 = row
+                    .iter()
+                    .zip(w)
+                    .map(|(&x, &w)| silu(f64::from(x)) * f64::from(w))
+                    .sum();
+                out.push(quick_gelu(sum + f64::from(*b)));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocked_linear_matches_an_f64_reference_alone_and_stacked() {
+        let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+        // 5 rows (a ragged row block), 13 inputs, 7 and 9 outputs (ragged output blocks).
+        let [rows, in_features, out_a, out_b] = [5, 13, 7, 9];
+        let mut source = Drawn(ChaCha8Rng::seed_from_u64(5), Vec::new());
+        let mut path = WeightPath::new(&gpu, &mut source);
+        let a = Linear::load(&mut path.pp("a"), in_features, out_a).unwrap();
+        let b = Linear::load(&mut path.pp("b"), in_features, out_b).unwrap();
+        let (stacked, offsets) = Linear::stack(&gpu, &[&a, &b], 8, "stack").unwrap();
+        assert_eq!(offsets, [0, 8]);
+        let x = source.take("x", &[rows, in_features]).unwrap();
+        let tensor = |name: &str| source.1.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let want_a = reference(&x, &tensor("a.weight"), &tensor("a.bias"), in_features);
+        let want_b = reference(&x, &tensor("b.weight"), &tensor("b.bias"), in_features);
+
+        let activations = LinearActivations {
+            input: Activation::Silu,
+            output: Activation::QuickGelu,
+        };
+        for (layer, name) in [(&a, "alone"), (&stacked, "stacked")] {
+            let mut graph = GraphBuilder::new(&gpu);
+            let input = graph.input(x.len(), "x").unwrap();
+            let out = layer
+                .record(&mut graph, rows, input, activations, name)
+                .unwrap();
+            graph.mark_output(out);
+            let graph = graph.finish();
+            gpu.queue()
+                .write_buffer(graph.buffer(input), 0, bytemuck::cast_slice(&x));
+            let got = run_and_read(&gpu, &graph, out, rows * layer.out_features());
+            let (got_a, got_b): (Vec<f32>, Vec<f32>) = if name == "alone" {
+                (got, Vec::new())
+            } else {
+                // Each row: a's 7 outputs, a zero-weight gap to 8, b's 9 outputs.
+                let row = |r: usize, from: usize, n: usize| {
+                    got[r * layer.out_features() + from..][..n].to_vec()
+                };
+                (
+                    (0..rows).flat_map(|r| row(r, 0, out_a)).collect(),
+                    (0..rows).flat_map(|r| row(r, 8, out_b)).collect(),
+                )
+            };
+            let error_a = rel_l2(&got_a, &want_a);
+            eprintln!("{name}: {error_a:.2e}");
+            assert!(error_a < 1e-6, "{name}: relative L2 {error_a:.2e}");
+            if !got_b.is_empty() {
+                let error_b = rel_l2(&got_b, &want_b);
+                assert!(
+                    error_b < 1e-6,
+                    "{name}, second layer: relative L2 {error_b:.2e}"
+                );
+            }
+        }
     }
 }
