@@ -59,3 +59,28 @@ fn gpu_kernel_shapes_match_diffusers() {
         check(Arc::new(gpu), "sd2_tiny", "sd/sd2_refs.safetensors");
     }
 }
+
+/// Dispatches per forward: every resnet's time-embedding projection in one stacked linear and
+/// every cross-attention's key/value projection of the text states in another (with the two
+/// of the time embedding: 4 linear dispatches); the transformers' other projections are 1x1
+/// convolutions, their LayerNorms one dispatch each, and no transposes or adds remain.
+#[test]
+fn the_shared_projections_take_one_dispatch_each() {
+    let dir = format!(
+        "{}/tests/fixtures/sd/sd2_tiny/unet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let unet = UnetCondition::load(gpu(), dir).unwrap();
+    let profile = unet.profile_forward([1, 4, 8, 8], 5, 1).unwrap();
+    let count = |family: &str| -> usize {
+        profile
+            .families
+            .iter()
+            .filter(|f| f.family == family)
+            .map(|f| f.dispatches)
+            .sum()
+    };
+    assert_eq!(count("linear"), 4);
+    assert_eq!(count("elementwise.add"), 0);
+    assert!(count("group_norm.layer_norm_channels") > 0);
+}

@@ -4,7 +4,7 @@
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use super::{Activation, WeightPath};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Binding, Gpu, GpuTensor, KernelSpec, WorkgroupSize};
 use crate::params_layout;
 
@@ -230,6 +230,53 @@ impl Linear {
             Some(MatmulShape::new(self.out_features, batch, self.in_features)),
         );
         Ok(output)
+    }
+}
+
+/// A block's linear layer whose input the whole network shares (every resnet's
+/// `time_emb_proj` reads the time embedding, every cross-attention's key/value projection the
+/// text states): the layer itself, or its place in one stacked layer ([`stack_projections`]).
+pub(crate) enum Projection {
+    /// The layer, recorded by its block.
+    Own(Linear),
+    /// The layer's outputs start at column `offset` of the stacked layer's output rows; its
+    /// weights live only there.
+    Stacked {
+        /// Outputs before this layer's in each row.
+        offset: usize,
+    },
+}
+
+/// Stacks the layers of `projections` (all reading the same input) into one [`Linear::stack`]
+/// with rows aligned to `align`, one dispatch per forward pass instead of one per layer, and
+/// turns each into [`Projection::Stacked`] (dropping its own weights). `None`, leaving them as
+/// they are, when there are none, one is already stacked, or the stack would be over the
+/// device's binding limit.
+pub(crate) fn stack_projections(
+    gpu: &Gpu,
+    mut projections: Vec<&mut Projection>,
+    align: usize,
+    name: &str,
+) -> Result<Option<Linear>> {
+    let layers: Option<Vec<&Linear>> = projections
+        .iter()
+        .map(|p| match p {
+            Projection::Own(layer) => Some(layer),
+            Projection::Stacked { .. } => None,
+        })
+        .collect();
+    let Some(layers) = layers.filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    match Linear::stack(gpu, &layers, align, name) {
+        Ok((stacked, offsets)) => {
+            for (projection, offset) in projections.iter_mut().zip(offsets) {
+                **projection = Projection::Stacked { offset };
+            }
+            Ok(Some(stacked))
+        }
+        Err(Error::TooLarge { .. }) => Ok(None),
+        Err(other) => Err(other),
     }
 }
 

@@ -5,10 +5,11 @@
 use super::conv::{Conv, ConvExtras, Sampling};
 use super::elementwise::concat;
 use super::graph::{GraphBuilder, TensorId};
-use super::linear::{Linear, LinearActivations};
+use super::linear::{Linear, LinearActivations, Projection, stack_projections};
 use super::norm::{GroupNorm, NormOutput};
 use super::{Activation, ChannelTerm, FeatureMap, WeightPath};
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 
 /// How a ResNet block applies the time embedding (diffusers' `resnet_time_scale_shift`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,17 +44,61 @@ pub(crate) struct TimeInputs {
     /// `time_emb_proj`) when `projections` is `None` or has no rows for it.
     pub emb: TensorId,
     /// Every resnet's projection of the embedding, computed by one stacked linear (see
-    /// [`Resnet::set_projection_offset`]): the tensor and its values per batch item.
+    /// [`stack_time_projections`]): the tensor and its values per batch item.
     pub projections: Option<(TensorId, usize)>,
+}
+
+impl TimeInputs {
+    /// The time embedding `emb` of `batch` items, and when the network stacked its resnets'
+    /// projections ([`stack_time_projections`]) their one dispatch, recorded here.
+    pub fn record(
+        graph: &mut GraphBuilder<'_>,
+        emb: TensorId,
+        stacked: Option<&Linear>,
+        batch: usize,
+    ) -> Result<Self> {
+        let silu_input = LinearActivations {
+            input: Activation::Silu,
+            output: Activation::Identity,
+        };
+        let projections = match stacked {
+            Some(linear) => Some((
+                linear.record(graph, batch, emb, silu_input, "time_emb_proj (all resnets)")?,
+                linear.out_features(),
+            )),
+            None => None,
+        };
+        Ok(Self { emb, projections })
+    }
+}
+
+/// Stacks the `time_emb_proj` of `resnets`, which all project the same embedding, into one
+/// linear (one dispatch per forward) from which each resnet reads its rows, each resnet's rows
+/// starting at a multiple of the device's storage-binding offset alignment (they are bound
+/// there). `None`, every resnet keeping its own dispatch, when a resnet has no projection or
+/// the stack would be over the device's binding limit.
+pub(crate) fn stack_time_projections(
+    gpu: &Gpu,
+    resnets: Vec<&mut Resnet>,
+) -> Result<Option<Linear>> {
+    let projections: Option<Vec<&mut Projection>> = resnets
+        .into_iter()
+        .map(|r| r.time_emb_proj.as_mut())
+        .collect();
+    let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+    match projections {
+        Some(projections) => {
+            stack_projections(gpu, projections, align, "time_emb_proj (all resnets)")
+        }
+        None => Ok(None),
+    }
 }
 
 /// `ResnetBlock2D`.
 pub(crate) struct Resnet {
-    /// Where this block's rows start in the stacked time projections, once stacked.
-    projection_offset: Option<usize>,
     norm1: GroupNorm,
     conv1: Conv,
-    time_emb_proj: Option<Linear>,
+    time_emb_proj: Option<Projection>,
     norm2: GroupNorm,
     conv2: Conv,
     conv_shortcut: Option<Conv>,
@@ -88,15 +133,14 @@ impl Resnet {
             TimeScaleShift::ScaleShift => 2 * c_out,
         };
         Ok(Self {
-            projection_offset: None,
             norm1: GroupNorm::load(&mut path.pp("norm1"), c_in, groups, eps)?,
             conv1: Conv::load(&mut path.pp("conv1"), c_in, c_out, 3, Sampling::Same)?,
             time_emb_proj: match options.temb_channels {
-                Some(channels) => Some(Linear::load(
+                Some(channels) => Some(Projection::Own(Linear::load(
                     &mut path.pp("time_emb_proj"),
                     channels,
                     temb_out,
-                )?),
+                )?)),
                 None => None,
             },
             norm2: GroupNorm::load(&mut path.pp("norm2"), c_out, groups, eps)?,
@@ -110,17 +154,6 @@ impl Resnet {
             time_scale_shift: options.time_scale_shift,
             output_scale_factor: options.output_scale_factor as f32,
         })
-    }
-
-    /// The block's time-embedding projection, if it has a time embedding.
-    pub fn time_emb_proj(&self) -> Option<&Linear> {
-        self.time_emb_proj.as_ref()
-    }
-
-    /// Makes the block read its time-embedding projection from rows `offset..` of the stacked
-    /// projections ([`TimeInputs::projections`]) instead of recording its own.
-    pub fn set_projection_offset(&mut self, offset: usize) {
-        self.projection_offset = Some(offset);
     }
 
     /// Records the block on `input`, with `time` the time embedding (`None` for a block
@@ -173,20 +206,31 @@ impl Resnet {
             output: Activation::Identity,
         };
         let temb = match (&self.time_emb_proj, time) {
-            (Some(proj), Some(time)) => Some(match (time.projections, self.projection_offset) {
-                (Some((id, stride)), Some(offset)) => ChannelTerm { id, stride, offset },
-                _ => ChannelTerm {
-                    id: proj.record(
-                        graph,
-                        input.batch,
-                        time.emb,
-                        silu_input,
-                        "resnet time_emb_proj",
-                    )?,
-                    stride: proj.out_features(),
-                    offset: 0,
-                },
+            (Some(Projection::Own(proj)), Some(time)) => Some(ChannelTerm {
+                id: proj.record(
+                    graph,
+                    input.batch,
+                    time.emb,
+                    silu_input,
+                    "resnet time_emb_proj",
+                )?,
+                stride: proj.out_features(),
+                offset: 0,
             }),
+            (Some(Projection::Stacked { offset }), Some(time)) => match time.projections {
+                Some((id, stride)) => Some(ChannelTerm {
+                    id,
+                    stride,
+                    offset: *offset,
+                }),
+                None => {
+                    return Err(Error::Shape {
+                        tensor: "time embedding".into(),
+                        expected: "the stacked time_emb_proj outputs this block reads".into(),
+                        found: "the embedding alone".into(),
+                    });
+                }
+            },
             (None, None) => None,
             (_, time) => {
                 return Err(Error::Shape {

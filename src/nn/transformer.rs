@@ -16,10 +16,11 @@ use super::attention::{AttentionLayout, AttentionOperand, AttentionShape, multih
 use super::conv::{Conv, ConvExtras};
 use super::elementwise::geglu;
 use super::graph::{GraphBuilder, TensorId};
-use super::linear::{Bias, Linear, LinearActivations};
+use super::linear::{Bias, Linear, LinearActivations, Projection, stack_projections};
 use super::norm::{GroupNorm, LayerNorm, NormOutput};
 use super::{FeatureMap, WeightPath};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 
 /// Text states the cross-attentions read: [batch * tokens, cross_attention_dim] rows.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,54 @@ pub(crate) struct Context {
     pub id: TensorId,
     /// Tokens per sequence.
     pub tokens: usize,
+    /// Every transformer's keys and values of the text states, computed by one stacked linear
+    /// (see [`stack_text_projections`]): the tensor and its values per token row.
+    pub projections: Option<(TensorId, usize)>,
+}
+
+impl Context {
+    /// The text states `id` of `batch` sequences of `tokens` tokens, and when the network
+    /// stacked its transformers' key/value projections their one dispatch, recorded here.
+    pub fn record(
+        graph: &mut GraphBuilder<'_>,
+        id: TensorId,
+        [batch, tokens]: [usize; 2],
+        stacked: Option<&Linear>,
+    ) -> Result<Self> {
+        let projections = match stacked {
+            Some(linear) => Some((
+                linear.record(
+                    graph,
+                    batch * tokens,
+                    id,
+                    LinearActivations::default(),
+                    "attn2 kv (all transformers)",
+                )?,
+                linear.out_features(),
+            )),
+            None => None,
+        };
+        Ok(Self {
+            id,
+            tokens,
+            projections,
+        })
+    }
+}
+
+/// Stacks the text key/value projections of `transformers`, which all read the same text
+/// states, into one linear (one dispatch per forward instead of one per transformer) from
+/// which each transformer reads its columns. `None`, every transformer keeping its own
+/// dispatch, when the stack would be over the device's binding limit.
+pub(crate) fn stack_text_projections(
+    gpu: &Gpu,
+    transformers: Vec<&mut Transformer2D>,
+) -> Result<Option<Linear>> {
+    let projections = transformers
+        .into_iter()
+        .flat_map(|t| t.blocks.iter_mut().map(|b| &mut b.cross_kv))
+        .collect();
+    stack_projections(gpu, projections, 4, "attn2 kv (all transformers)")
 }
 
 /// How a [`Transformer2D`] is built.
@@ -49,7 +98,7 @@ struct Block {
     norm2: LayerNorm,
     cross_q: Conv,
     /// On the text states' token rows.
-    cross_kv: Linear,
+    cross_kv: Projection,
     cross_out: Conv,
     norm3: LayerNorm,
     ff_in: Conv,
@@ -90,13 +139,13 @@ impl Transformer2D {
             self_out: Conv::pointwise(&mut block.pp("attn1.to_out.0"), c, c)?,
             norm2: layer_norm(&mut block.pp("norm2"))?,
             cross_q: Conv::stacked_linear(&mut block.pp("attn2.to_q"), &[""], c, c, Bias::Zero)?,
-            cross_kv: Linear::stacked(
+            cross_kv: Projection::Own(Linear::stacked(
                 &mut block.pp("attn2"),
                 &["to_k", "to_v"],
                 cross,
                 c,
                 Bias::Zero,
-            )?,
+            )?),
             cross_out: Conv::pointwise(&mut block.pp("attn2.to_out.0"), c, c)?,
             norm3: layer_norm(&mut block.pp("norm3"))?,
             ff_in: Conv::pointwise(&mut block.pp("ff.net.0.proj"), c, 2 * ff)?,
@@ -163,17 +212,31 @@ impl Transformer2D {
 
             let n = block.norm2.record(graph, t, "norm2")?;
             let q = block.cross_q.record(graph, n, plain, "attn2 q")?.id;
-            let kv = block.cross_kv.record(
-                graph,
-                batch * context.tokens,
-                context.id,
-                LinearActivations::default(),
-                "attn2 kv",
-            )?;
+            let (kv, first, row) = match (&block.cross_kv, context.projections) {
+                (Projection::Own(layer), _) => (
+                    layer.record(
+                        graph,
+                        batch * context.tokens,
+                        context.id,
+                        LinearActivations::default(),
+                        "attn2 kv",
+                    )?,
+                    0,
+                    2 * c,
+                ),
+                (Projection::Stacked { offset }, Some((all, row))) => (all, *offset, row),
+                (Projection::Stacked { .. }, None) => {
+                    return Err(Error::Shape {
+                        tensor: "encoder_hidden_states".into(),
+                        expected: "the stacked key/value projections this block reads".into(),
+                        found: "the text states alone".into(),
+                    });
+                }
+            };
             let text = |offset| AttentionOperand::Tokens {
                 tensor: kv,
-                offset,
-                row: 2 * c,
+                offset: first + offset,
+                row,
             };
             let parts = [channels(q, 0, c), text(0), text(c)];
             let a = multihead_attention(

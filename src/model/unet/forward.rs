@@ -8,7 +8,6 @@ use crate::gpu::BlockSize;
 use crate::gpu::GpuTensor;
 use crate::nn::elementwise::{add, affine};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
-use crate::nn::linear::LinearActivations;
 use crate::nn::norm::NormOutput;
 use crate::nn::resnet::TimeInputs;
 use crate::nn::{Activation, conv::ConvExtras};
@@ -257,19 +256,7 @@ impl Unet {
             None => None,
         };
 
-        let projections = match &self.time_projections {
-            Some(stacked) => {
-                let silu_input = LinearActivations {
-                    input: Activation::Silu,
-                    output: Activation::Identity,
-                };
-                let all =
-                    stacked.record(&mut g, b, emb, silu_input, "time_emb_proj (all resnets)")?;
-                Some((all, stacked.out_features()))
-            }
-            None => None,
-        };
-        let time = TimeInputs { emb, projections };
+        let time = TimeInputs::record(&mut g, emb, self.time_projections.as_ref(), b)?;
 
         let mut h = self
             .conv_in

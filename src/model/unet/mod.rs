@@ -29,7 +29,7 @@ use crate::nn::conv::{Conv, Sampling};
 use crate::nn::linear::{Linear, TimestepEmbedding};
 use crate::nn::mid_block::MidBlock;
 use crate::nn::norm::GroupNorm;
-use crate::nn::resnet::{Resnet, ResnetOptions};
+use crate::nn::resnet::{Resnet, ResnetOptions, stack_time_projections};
 use crate::nn::{TensorSource, WeightPath, Weights};
 
 /// An intermediate result of the forward pass, named like the diffusers submodule that
@@ -139,31 +139,14 @@ impl Unet {
             3,
             Sampling::Same,
         )?;
-        // Every resnet projects the same SiLU(emb): one stacked linear does all of them in one
-        // dispatch, each resnet's rows starting at a binding-aligned offset of its output.
-        let mut resnets: Vec<&mut Resnet> = down
+        // Every resnet projects the same SiLU(emb): one stacked linear does all of them.
+        let resnets: Vec<&mut Resnet> = down
             .iter_mut()
             .flat_map(DownBlock::resnets_mut)
             .chain(mid.iter_mut().flat_map(MidBlock::resnets_mut))
             .chain(up.iter_mut().flat_map(UpBlock::resnets_mut))
             .collect();
-        let layers: Option<Vec<&Linear>> = resnets.iter().map(|r| r.time_emb_proj()).collect();
-        let time_projections = if let Some(layers) = layers.filter(|l| !l.is_empty()) {
-            let align = (gpu.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
-            // A stack over the device's binding limit: each resnet keeps its own dispatch.
-            match Linear::stack(&gpu, &layers, align, "time_emb_proj (all resnets)") {
-                Ok((stacked, offsets)) => {
-                    for (resnet, offset) in resnets.iter_mut().zip(offsets) {
-                        resnet.set_projection_offset(offset);
-                    }
-                    Some(stacked)
-                }
-                Err(Error::TooLarge { .. }) => None,
-                Err(other) => return Err(other),
-            }
-        } else {
-            None
-        };
+        let time_projections = stack_time_projections(&gpu, resnets)?;
         Ok(Self {
             gpu,
             config,

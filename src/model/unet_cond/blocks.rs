@@ -5,15 +5,15 @@
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
 use crate::nn::elementwise::concat;
-use crate::nn::graph::{GraphBuilder, TensorId};
+use crate::nn::graph::GraphBuilder;
 use crate::nn::resnet::{Resnet, ResnetOptions, TimeInputs};
 use crate::nn::transformer::{Context, Transformer2D, TransformerOptions};
 use crate::nn::{FeatureMap, WeightPath};
 
 /// Resnets (with their input channels), each followed by a transformer when `attention` is set.
 pub(super) struct Layers {
-    resnets: Vec<Resnet>,
-    transformers: Vec<Transformer2D>,
+    pub resnets: Vec<Resnet>,
+    pub transformers: Vec<Transformer2D>,
 }
 
 impl Layers {
@@ -52,17 +52,10 @@ impl Layers {
         graph: &mut GraphBuilder<'_>,
         j: usize,
         h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         context: Context,
     ) -> Result<FeatureMap> {
-        let h = self.resnets[j].record(
-            graph,
-            h,
-            Some(TimeInputs {
-                emb,
-                projections: None,
-            }),
-        )?;
+        let h = self.resnets[j].record(graph, h, Some(time))?;
         match self.transformers.get(j) {
             Some(transformer) => transformer.record(graph, h, context),
             None => Ok(h),
@@ -82,12 +75,12 @@ impl DownBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         mut h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         context: Context,
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
         for j in 0..self.layers.resnets.len() {
-            h = self.layers.record_layer(graph, j, h, emb, context)?;
+            h = self.layers.record_layer(graph, j, h, time, context)?;
             skips.push(h);
         }
         if let Some(conv) = &self.downsample {
@@ -127,26 +120,12 @@ impl MidBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         context: Context,
     ) -> Result<FeatureMap> {
-        let h = self.first.record(
-            graph,
-            h,
-            Some(TimeInputs {
-                emb,
-                projections: None,
-            }),
-        )?;
+        let h = self.first.record(graph, h, Some(time))?;
         let h = self.transformer.record(graph, h, context)?;
-        self.second.record(
-            graph,
-            h,
-            Some(TimeInputs {
-                emb,
-                projections: None,
-            }),
-        )
+        self.second.record(graph, h, Some(time))
     }
 }
 
@@ -162,7 +141,7 @@ impl UpBlock {
         &self,
         graph: &mut GraphBuilder<'_>,
         mut h: FeatureMap,
-        emb: TensorId,
+        time: TimeInputs,
         context: Context,
         skips: &mut Vec<FeatureMap>,
     ) -> Result<FeatureMap> {
@@ -173,7 +152,7 @@ impl UpBlock {
                 message: "more up-block resnets than skip connections".into(),
             })?;
             h = concat(graph, h, skip, "skip concatenation")?;
-            h = self.layers.record_layer(graph, j, h, emb, context)?;
+            h = self.layers.record_layer(graph, j, h, time, context)?;
         }
         if let Some(conv) = &self.upsample {
             h = conv.record(graph, h, ConvExtras::default(), "upsample")?;

@@ -17,11 +17,11 @@ use crate::gpu::{Gpu, GpuTensor};
 use crate::model::unet::ModelFiles;
 use crate::nn::conv::{Conv, ConvExtras, Sampling};
 use crate::nn::graph::{Graph, GraphBuilder, TensorId};
-use crate::nn::linear::TimestepEmbedding;
+use crate::nn::linear::{Linear, TimestepEmbedding};
 use crate::nn::norm::{GroupNorm, NormOutput};
 use crate::nn::profile::profile_graph;
-use crate::nn::resnet::{Resnet, ResnetOptions};
-use crate::nn::transformer::{Context, Transformer2D, TransformerOptions};
+use crate::nn::resnet::{Resnet, ResnetOptions, TimeInputs, stack_time_projections};
+use crate::nn::transformer::{Context, Transformer2D, TransformerOptions, stack_text_projections};
 use crate::nn::{
     Activation, FeatureMap, ForwardProfile, RandomWeights, TensorSource, TimeScaleShift,
     WeightPath, Weights, timestep_embedding,
@@ -48,6 +48,10 @@ pub struct UnetCondition {
     up: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv,
+    /// Every resnet's `time_emb_proj`, stacked (see `stack_time_projections`).
+    time_projections: Option<Linear>,
+    /// Every transformer's text key/value projection, stacked (see `stack_text_projections`).
+    text_projections: Option<Linear>,
     compiled: Mutex<Option<Compiled>>,
 }
 
@@ -114,7 +118,7 @@ impl UnetCondition {
         }
         let c = channels[last];
         let mut path = root.pp("mid_block");
-        let mid = MidBlock {
+        let mut mid = MidBlock {
             first: Resnet::load(&mut path.pp("resnets.0"), c, c, resnet)?,
             transformer: Transformer2D::load(
                 &mut path.pp("attentions.0"),
@@ -163,6 +167,22 @@ impl UnetCondition {
             3,
             Sampling::Same,
         )?;
+        // Every resnet projects the same embedding and every cross-attention the same text
+        // states: one stacked linear for each.
+        let resnets: Vec<&mut Resnet> = down
+            .iter_mut()
+            .flat_map(|b| b.layers.resnets.iter_mut())
+            .chain([&mut mid.first, &mut mid.second])
+            .chain(up.iter_mut().flat_map(|b| b.layers.resnets.iter_mut()))
+            .collect();
+        let time_projections = stack_time_projections(&gpu, resnets)?;
+        let transformers: Vec<&mut Transformer2D> = down
+            .iter_mut()
+            .flat_map(|b| b.layers.transformers.iter_mut())
+            .chain([&mut mid.transformer])
+            .chain(up.iter_mut().flat_map(|b| b.layers.transformers.iter_mut()))
+            .collect();
+        let text_projections = stack_text_projections(&gpu, transformers)?;
         Ok(Self {
             gpu,
             config,
@@ -173,6 +193,8 @@ impl UnetCondition {
             up,
             conv_norm_out,
             conv_out,
+            time_projections,
+            text_projections,
             compiled: Mutex::new(None),
         })
     }
@@ -396,11 +418,14 @@ impl UnetCondition {
         let time_proj = g.input(batch * c0, "time_proj")?;
         let cross = self.config.cross_attention_dim;
         let context_id = g.input(batch * tokens * cross, "encoder_hidden_states")?;
-        let context = Context {
-            id: context_id,
-            tokens,
-        };
+        let context = Context::record(
+            &mut g,
+            context_id,
+            [batch, tokens],
+            self.text_projections.as_ref(),
+        )?;
         let emb = self.time_embedding.record(&mut g, batch, time_proj)?;
+        let time = TimeInputs::record(&mut g, emb, self.time_projections.as_ref(), batch)?;
         let x = FeatureMap {
             id: sample,
             batch,
@@ -413,11 +438,11 @@ impl UnetCondition {
             .record(&mut g, x, ConvExtras::default(), "conv_in")?;
         let mut skips = vec![h];
         for block in &self.down {
-            h = block.record(&mut g, h, emb, context, &mut skips)?;
+            h = block.record(&mut g, h, time, context, &mut skips)?;
         }
-        h = self.mid.record(&mut g, h, emb, context)?;
+        h = self.mid.record(&mut g, h, time, context)?;
         for block in &self.up {
-            h = block.record(&mut g, h, emb, context, &mut skips)?;
+            h = block.record(&mut g, h, time, context, &mut skips)?;
         }
         let silu = NormOutput {
             scale_shift: None,
