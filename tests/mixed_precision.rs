@@ -1,6 +1,7 @@
 //! `Precision::Mixed` (f16 convolution operands, f32 accumulation and activations) against
 //! diffusers: the U-Net forward of tests/fixtures/diffusers/unet_small_forward and of the
-//! bundled model within 2e-3 relative L2 of diffusers' f64 result, on both kernel sets; the
+//! bundled model within 2e-3 relative L2 of diffusers' f64 result, on both kernel sets, and
+//! the conditional U-Net of both tiny SD pipelines likewise; the
 //! 10-step DDIM loop of unet_small_sampling within 5e-2 of diffusers' f32 run (a random-weight
 //! model: its loop amplifies the forward's error about 35x, as it amplifies f32 rounding:
 //! diffusers' own f32 and f64 loops end 3.5e-5 apart); the bundled (trained) model's 10-step
@@ -14,6 +15,7 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use common::{fixture, gpu, rel_l2};
+use diffusion_wgpu::model::unet_cond::UnetCondition;
 use diffusion_wgpu::{
     Error, Gpu, GpuOptions, NoiseSource, Precision, Sampler, SamplerSettings, SchedulerConfig,
     Tuning, Unet,
@@ -95,6 +97,38 @@ fn bundled_model_matches_diffusers_within_2e_3() {
         .unwrap();
     let error = rel_l2(&eps, &refs["eps_f64_pure"].data);
     check("bundled model: eps vs f64", error, FORWARD_TOLERANCE);
+}
+
+/// The conditional U-Net (SD 1.x- and 2.x-style tiny pipelines): its convolutions and the
+/// transformers' projections (1x1 convolutions) take f16 operands.
+#[test]
+fn conditional_unet_matches_diffusers_within_2e_3() {
+    for (pipeline, refs) in [("sd1_tiny", "sd/sd1_refs"), ("sd2_tiny", "sd/sd2_refs")] {
+        let refs = fixture(&format!("{refs}.safetensors"));
+        let dir = format!(
+            "{}/tests/fixtures/sd/{pipeline}/unet",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let unet = UnetCondition::load(mixed(), dir).unwrap();
+        let sample = &refs["unet.sample"];
+        let shape = <[usize; 4]>::try_from(sample.shape.as_slice()).unwrap();
+        let context = &refs["unet.encoder_hidden_states"];
+        let eps = unet
+            .forward(
+                &sample.f32(),
+                shape,
+                &refs["unet.timesteps"].u32(),
+                &context.f32(),
+                context.shape[1],
+            )
+            .unwrap();
+        let error = rel_l2(&eps, &refs["unet.eps_f64"].data);
+        check(
+            &format!("{pipeline} conditional U-Net: eps vs f64"),
+            error,
+            FORWARD_TOLERANCE,
+        );
+    }
 }
 
 #[test]
