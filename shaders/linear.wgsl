@@ -18,7 +18,10 @@
 // on lavapipe every storage load costs far more than an FMA). Every output is still the sum
 // over k in order, then the bias. Invocation i (flat over the grid, folded into 2-D when it
 // exceeds the per-dimension limit) is output block i % out_blocks of row block i / out_blocks;
-// rows past B load the last row and skip their stores, outputs past out_features skip theirs.
+// a last row block with fewer than 4 rows skips the missing rows' loads and FMAs (a batch of
+// one: 1 row x 4 outputs), outputs past out_features skip their stores. Workgroups are
+// WORKGROUP_SIZE invocations, set per adapter (16 on CPU adapters: a batch-one layer of 512
+// outputs is 128 invocations, which must still fill several workgroups to use several cores).
 
 struct LinearParams {
     batch: u32,
@@ -38,7 +41,9 @@ struct LinearParams {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
-const WORKGROUP_SIZE: u32 = 256u;
+// Invocations per workgroup, set per adapter at pipeline creation (the spec's
+// WorkgroupSize::PerAdapter, from Tuning::block_workgroup_size: 16 on CPU adapters, 64 on GPUs).
+override WORKGROUP_SIZE: u32 = 16u;
 const ROWS: u32 = 4u;
 
 // silu, erf, activate: shaders/activations.wgsl, prepended.
@@ -48,11 +53,8 @@ fn x(at: u32, k: u32) -> f32 {
     return activate(input[at + k], p.input_act);
 }
 
-// Outputs 4q..4q+3 of row b, when the row exists.
+// Outputs 4q..4q+3 of row b.
 fn store_row(b: u32, q: u32, v: vec4<f32>) {
-    if (b >= p.batch) {
-        return;
-    }
     for (var c = 0u; c < 4u; c++) {
         let o = q * 4u + c;
         if (o < p.out_features) {
@@ -73,25 +75,34 @@ fn linear(
     }
     let q = i % p.out_blocks;
     let b0 = (i / p.out_blocks) * ROWS;
-    let last = p.batch - 1u;
-    let at0 = min(b0, last) * p.in_features;
-    let at1 = min(b0 + 1u, last) * p.in_features;
-    let at2 = min(b0 + 2u, last) * p.in_features;
-    let at3 = min(b0 + 3u, last) * p.in_features;
+    let rows = min(p.batch - b0, ROWS);
+    let at = b0 * p.in_features;
     var acc0 = vec4(0.0);
     var acc1 = vec4(0.0);
     var acc2 = vec4(0.0);
     var acc3 = vec4(0.0);
     for (var k = 0u; k < p.in_features; k++) {
         let w = weight[k * p.out_blocks + q];
-        acc0 += x(at0, k) * w;
-        acc1 += x(at1, k) * w;
-        acc2 += x(at2, k) * w;
-        acc3 += x(at3, k) * w;
+        acc0 += x(at, k) * w;
+        if (rows > 1u) {
+            acc1 += x(at + p.in_features, k) * w;
+        }
+        if (rows > 2u) {
+            acc2 += x(at + 2u * p.in_features, k) * w;
+        }
+        if (rows > 3u) {
+            acc3 += x(at + 3u * p.in_features, k) * w;
+        }
     }
     let b = bias[q];
     store_row(b0, q, acc0 + b);
-    store_row(b0 + 1u, q, acc1 + b);
-    store_row(b0 + 2u, q, acc2 + b);
-    store_row(b0 + 3u, q, acc3 + b);
+    if (rows > 1u) {
+        store_row(b0 + 1u, q, acc1 + b);
+    }
+    if (rows > 2u) {
+        store_row(b0 + 2u, q, acc2 + b);
+    }
+    if (rows > 3u) {
+        store_row(b0 + 3u, q, acc3 + b);
+    }
 }

@@ -231,7 +231,8 @@ fn a_wrong_layout_is_caught() {
         .unwrap();
     let broken = KernelSpec {
         params: Some(&SHORT),
-        workgroup_size: WorkgroupSize::PerAdapter,
+        // linear.wgsl's workgroup size is an override: the spec must say PerAdapter.
+        workgroup_size: WorkgroupSize::Fixed,
         ..*linear
     };
     let errors = check(&broken);

@@ -23,7 +23,7 @@ static LINEAR: KernelSpec = KernelSpec {
         Binding::StorageReadWrite,
     ],
     params: Some(&PARAMS_LAYOUT),
-    workgroup_size: WorkgroupSize::Fixed,
+    workgroup_size: WorkgroupSize::PerAdapter,
 };
 
 /// Every kernel of this family.
@@ -216,7 +216,8 @@ impl Linear {
             _pad0: 0,
             _pad1: 0,
         };
-        let grid = graph.grid_for(batch.div_ceil(4) * self.padded_out() / 4);
+        let invocations = batch.div_ceil(4) * self.padded_out() / 4;
+        let grid = graph.grid_for_workgroups(invocations.div_ceil(graph.block_workgroup_size()));
         graph.dispatch(
             &LINEAR,
             &params,
