@@ -2,9 +2,10 @@
 # The GPU device check of issue 12, in one run of at most 8 minutes on a GPU machine:
 #   1. build (release), 2. `info`, 3. the parity tests on the default adapter (the U-Net
 #   forward against diffusers for the adapter's kernels, for every tile and split-K factor
-#   of the tiled convolution and autotuned; every convolution kernel against an f64
-#   reference), 4. `bench --arch ddpm-cifar10-32 --batch 1,16,64` (autotuned: `--autotune
-#   quick`, the CLI's default, whose plans the JSON lists), 5. the bundled model at
+#   of the tiled convolution and autotuned; the conditional U-Net, whose transformers run on
+#   the convolutions; every convolution kernel against an f64 reference), 4. `bench --arch
+#   ddpm-cifar10-32 --batch 1,16,64` (autotuned: `--autotune quick`, the CLI's default,
+#   whose plans the JSON lists), 5. the bundled model at
 #   `--batch 1,16,256`, both with `--peer python3 --peer-device cuda` when PyTorch sees CUDA,
 #   6. the same cifar10 batches with the shape rule (`--autotune off`) and with the previous
 #   GPU convolution (`--block-size small`), the "before"s of the kernel log, and with the
@@ -16,6 +17,7 @@
 #
 #   benches/device-check.sh                     # on the GPU machine
 #   DEVICE_CHECK_QUICK=1 benches/device-check.sh  # tiny settings (lavapipe: shows it runs)
+#   DEVICE_CHECK_SD=1 benches/device-check.sh     # and SD 1.5's U-Net after the 8 minutes
 #
 # DEVICE_CHECK_OUT=DIR writes there instead. WGPU_BACKEND / WGPU_ADAPTER_NAME pick the
 # adapter as for the CLI.
@@ -27,14 +29,14 @@ OUT=${DEVICE_CHECK_OUT:-$ROOT/benches/results/device-check-$STAMP}
 mkdir -p "$OUT"
 QUICK=${DEVICE_CHECK_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
-    CIFAR_BATCHES=1; BUNDLED_BATCHES=1; REPEATS=1; STEPS=0; PROFILE=(--no-profile)
+    CIFAR_BATCHES=1; BUNDLED_BATCHES=1; REPEATS=1; STEPS=0; PROFILE=(--no-profile); SD_SIZE=8
     TESTS=(--lib conv::tests)
     LIB_TESTS=()
     SLOW=10 # a software adapter: step limits x10
 else
-    CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=()
+    CIFAR_BATCHES=1,16,64; BUNDLED_BATCHES=1,16,256; REPEATS=5; STEPS=0; PROFILE=(); SD_SIZE=64
     # Two steps: cargo applies a test-name filter to every target it runs.
-    TESTS=(--test unet_forward --test autotune --test mixed_precision)
+    TESTS=(--test unet_forward --test unet_cond --test autotune --test mixed_precision)
     LIB_TESTS=(--lib conv::)
     SLOW=1
 fi
@@ -98,6 +100,15 @@ bench cifar10-mixed 35 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
 bench bundled-mixed 20 --batch "$BUNDLED_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
+
+# Optional, outside the 8 minutes (DEVICE_CHECK_SD=1): SD 1.5's conditional U-Net with random
+# weights at 64 x 64 latents, batch 1 and 2 (classifier-free guidance's), with the GPU time
+# per kernel family; its transformers run on the convolutions (benches/NOTES.md has the
+# lavapipe figures). Drawing 860M random weights on the host takes ~15 s of the limit.
+if [ "${DEVICE_CHECK_SD:-0}" = 1 ]; then
+    step sd15-unet 120 "$BIN" bench --arch sd15-unet --size "$SD_SIZE" --batch 1,2 \
+        --repeats "$REPEATS" --steps 0
+fi
 
 echo "== done in ${SECONDS}s: $OUT"
 if [ ${#FAILED[@]} -gt 0 ]; then
