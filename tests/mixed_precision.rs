@@ -14,8 +14,7 @@ mod common;
 
 use std::sync::{Arc, OnceLock};
 
-use common::{fixture, gpu, rel_l2};
-use diffusion_wgpu::model::unet_cond::UnetCondition;
+use common::{conditional_eps, fixture, gpu, rel_l2};
 use diffusion_wgpu::{
     Error, Gpu, GpuOptions, NoiseSource, Precision, Sampler, SamplerSettings, SchedulerConfig,
     Tuning, Unet,
@@ -104,24 +103,7 @@ fn bundled_model_matches_diffusers_within_2e_3() {
 #[test]
 fn conditional_unet_matches_diffusers_within_2e_3() {
     for (pipeline, refs) in [("sd1_tiny", "sd/sd1_refs"), ("sd2_tiny", "sd/sd2_refs")] {
-        let refs = fixture(&format!("{refs}.safetensors"));
-        let dir = format!(
-            "{}/tests/fixtures/sd/{pipeline}/unet",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let unet = UnetCondition::load(mixed(), dir).unwrap();
-        let sample = &refs["unet.sample"];
-        let shape = <[usize; 4]>::try_from(sample.shape.as_slice()).unwrap();
-        let context = &refs["unet.encoder_hidden_states"];
-        let eps = unet
-            .forward(
-                &sample.f32(),
-                shape,
-                &refs["unet.timesteps"].u32(),
-                &context.f32(),
-                context.shape[1],
-            )
-            .unwrap();
+        let (eps, refs) = conditional_eps(mixed(), pipeline, &format!("{refs}.safetensors"));
         let error = rel_l2(&eps, &refs["unet.eps_f64"].data);
         check(
             &format!("{pipeline} conditional U-Net: eps vs f64"),

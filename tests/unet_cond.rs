@@ -8,31 +8,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{fixture, gpu, rel_l2};
+use common::{conditional_eps, gpu, rel_l2};
 use diffusion_wgpu::model::unet_cond::UnetCondition;
 use diffusion_wgpu::{Gpu, GpuOptions, Tuning};
 
 const TOLERANCE: f64 = 2e-5;
 
 fn check(gpu: Arc<Gpu>, pipeline: &str, refs: &str) {
-    let refs = fixture(refs);
-    let dir = format!(
-        "{}/tests/fixtures/sd/{pipeline}/unet",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let unet = UnetCondition::load(gpu, dir).unwrap();
-    let sample = &refs["unet.sample"];
-    let shape = <[usize; 4]>::try_from(sample.shape.as_slice()).unwrap();
-    let context = &refs["unet.encoder_hidden_states"];
-    let eps = unet
-        .forward(
-            &sample.f32(),
-            shape,
-            &refs["unet.timesteps"].u32(),
-            &context.f32(),
-            context.shape[1],
-        )
-        .unwrap();
+    let (eps, refs) = conditional_eps(gpu, pipeline, refs);
     let error = rel_l2(&eps, &refs["unet.eps_f64"].data);
     let error_f32 = rel_l2(&eps, &refs["unet.eps"].data);
     println!("{pipeline}: eps {error:.2e} vs diffusers f64, {error_f32:.2e} vs its f32");
@@ -72,15 +55,7 @@ fn the_shared_projections_take_one_dispatch_each() {
     );
     let unet = UnetCondition::load(gpu(), dir).unwrap();
     let profile = unet.profile_forward([1, 4, 8, 8], 5, 1).unwrap();
-    let count = |family: &str| -> usize {
-        profile
-            .families
-            .iter()
-            .filter(|f| f.family == family)
-            .map(|f| f.dispatches)
-            .sum()
-    };
-    assert_eq!(count("linear"), 4);
-    assert_eq!(count("elementwise.add"), 0);
-    assert!(count("group_norm.layer_norm_channels") > 0);
+    assert_eq!(profile.dispatches("linear"), 4);
+    assert_eq!(profile.dispatches("elementwise.add"), 0);
+    assert!(profile.dispatches("group_norm.layer_norm_channels") > 0);
 }

@@ -365,17 +365,9 @@ fn the_time_projections_take_one_dispatch_and_the_gpu_kernels_no_concat() {
             .with_tuning(tuning);
         let unet = Unet::load(std::sync::Arc::new(gpu), model_dir("unet_small")).unwrap();
         let profile = unet.profile_forward(1, 32, 32, 1).unwrap();
-        let count = |family: &str| -> usize {
-            profile
-                .families
-                .iter()
-                .filter(|f| f.family == family)
-                .map(|f| f.dispatches)
-                .sum()
-        };
-        assert_eq!(count("linear"), 3, "{:?}", tuning.block_size);
+        assert_eq!(profile.dispatches("linear"), 3, "{:?}", tuning.block_size);
         assert_eq!(
-            count("elementwise.concat"),
+            profile.dispatches("elementwise.concat"),
             concats,
             "{:?}",
             tuning.block_size

@@ -49,6 +49,16 @@ impl ForwardProfile {
     pub fn seconds(&self) -> f64 {
         self.families.iter().map(|f| f.seconds).sum()
     }
+
+    /// Dispatches of the kernel family `family` (`linear`, `group_norm.layer_norm_channels`)
+    /// in one forward pass; 0 when it has none.
+    pub fn dispatches(&self, family: &str) -> usize {
+        self.families
+            .iter()
+            .filter(|f| f.family == family)
+            .map(|f| f.dispatches)
+            .sum()
+    }
 }
 
 impl ProfileTimer {

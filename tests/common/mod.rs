@@ -10,6 +10,35 @@ use std::sync::{Arc, OnceLock};
 use diffusion_wgpu::{Gpu, GpuOptions};
 use safetensors::{Dtype, SafeTensors};
 
+/// The conditional U-Net of the tiny SD pipeline `pipeline` (tests/fixtures/sd/) on `gpu`, run on
+/// the inputs of the reference file `refs` (`unet.sample`, `unet.timesteps`,
+/// `unet.encoder_hidden_states`): its eps, and the references.
+pub fn conditional_eps(
+    gpu: Arc<Gpu>,
+    pipeline: &str,
+    refs: &str,
+) -> (Vec<f32>, HashMap<String, Array>) {
+    let refs = fixture(refs);
+    let dir = format!(
+        "{}/tests/fixtures/sd/{pipeline}/unet",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let unet = diffusion_wgpu::model::unet_cond::UnetCondition::load(gpu, dir).unwrap();
+    let sample = &refs["unet.sample"];
+    let shape = <[usize; 4]>::try_from(sample.shape.as_slice()).unwrap();
+    let context = &refs["unet.encoder_hidden_states"];
+    let eps = unet
+        .forward(
+            &sample.f32(),
+            shape,
+            &refs["unet.timesteps"].u32(),
+            &context.f32(),
+            context.shape[1],
+        )
+        .unwrap();
+    (eps, refs)
+}
+
 /// One device per test binary. Fails (never skips) when no adapter is found: CI must have one.
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
