@@ -104,7 +104,10 @@ bench bundled-mixed 20 --batch "$BUNDLED_BATCHES" \
 # Optional, outside the 8 minutes (DEVICE_CHECK_SD=1): SD 1.5's conditional U-Net with random
 # weights at 64 x 64 latents, batch 1 and 2 (classifier-free guidance's), with the GPU time
 # per kernel family; its transformers run on the convolutions (benches/NOTES.md has the
-# lavapipe figures). Drawing 860M random weights on the host takes ~15 s of the limit.
+# lavapipe figures). Drawing 860M random weights on the host takes ~15 s of the limit. With
+# the default steps this passes the 10 minutes of one device call; after a run of the script,
+# the step's command alone is: target/release/diffusion-wgpu bench --arch sd15-unet --size 64
+# --batch 1,2 --repeats 5 --steps 0
 if [ "${DEVICE_CHECK_SD:-0}" = 1 ]; then
     step sd15-unet 120 "$BIN" bench --arch sd15-unet --size "$SD_SIZE" --batch 1,2 \
         --repeats "$REPEATS" --steps 0
