@@ -1,6 +1,8 @@
 //! The linear family (shaders/linear.wgsl): `nn.Linear` on a batch of vectors (or of tokens),
 //! with an optional activation on its input or output (the time-embedding MLP, each resnet's
-//! `time_emb_proj`, the text encoder's projections and MLP).
+//! `time_emb_proj`, the text encoder's projections and MLP, the cross-attentions' keys and
+//! values of the text states), and [`Projection`]: layers that read one shared input stacked
+//! into one dispatch.
 
 use super::graph::{GraphBuilder, MatmulShape, Resource, TensorId};
 use super::{Activation, WeightPath};

@@ -3,7 +3,8 @@
 //! workgroup per (group, batch item). Before a tiled convolution the norm can instead compute
 //! only each channel's map, which the convolution applies as it gathers its input
 //! ([`GroupNorm::record_then_conv`], `Tuning::norm_in_conv`): the normalised tensor is never
-//! written.
+//! written. [`LayerNorm`] normalises each pixel of a channel-major tensor over its channels
+//! (the transformer's norms), one invocation per pixel.
 
 use super::conv::{Conv, ConvExtras};
 use super::graph::{GraphBuilder, Resource, TensorId};
