@@ -102,10 +102,14 @@ fn group_moments(g: u32, b: u32, local: u32) -> vec2<f32> {
         let d = element(j) - first;
         sums += vec2(d, d * d);
     }
-    let moments = workgroup_sum(local, sums) / f32(count);
-    let mean = first + moments.x;
+    return mean_and_inv_std(first, workgroup_sum(local, sums), count);
+}
+
+// The mean and 1 / std of `count` values from the sums of d and d^2, d = x - first.
+fn mean_and_inv_std(first: f32, sums: vec2<f32>, count: u32) -> vec2<f32> {
+    let moments = sums / f32(count);
     let variance = max(moments.y - moments.x * moments.x, 0.0);
-    return vec2(mean, 1.0 / sqrt(variance + p.eps));
+    return vec2(first + moments.x, 1.0 / sqrt(variance + p.eps));
 }
 
 // Channel c's scale and shift in y = (x - mean) * scale + shift for image b: the affine map
@@ -183,11 +187,9 @@ fn layer_norm_channels(
         let d = input[base + c * p.plane] - first;
         sums += vec2(d, d * d);
     }
-    let moments = sums / f32(p.channels);
-    let mean = first + moments.x;
-    let inv_std = 1.0 / sqrt(max(moments.y - moments.x * moments.x, 0.0) + p.eps);
+    let moments = mean_and_inv_std(first, sums, p.channels);
     for (var c = 0u; c < p.channels; c++) {
-        let map = channel_map(c, b, inv_std);
-        output[base + c * p.plane] = (input[base + c * p.plane] - mean) * map.x + map.y;
+        let map = channel_map(c, b, moments.y);
+        output[base + c * p.plane] = (input[base + c * p.plane] - moments.x) * map.x + map.y;
     }
 }
