@@ -34,7 +34,8 @@ pub mod text;
 
 pub use error::{Error, Result};
 pub use gpu::{
-    Autotune, BlockSize, ConvTiles, GemmTile, Gpu, GpuOptions, GpuTensor, Precision, Tuning,
+    Autotune, BlockSize, ConvTiles, CoopMatrixConfig, CooperativeMatrix, GemmTile, Gpu, GpuOptions,
+    GpuTensor, Precision, Tuning,
 };
 pub use image::{GridImage, GridLayout};
 pub use model::unet::{Unet, UnetConfig};

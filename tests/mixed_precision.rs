@@ -6,7 +6,9 @@
 //! model: its loop amplifies the forward's error about 35x, as it amplifies f32 rounding:
 //! diffusers' own f32 and f64 loops end 3.5e-5 apart); the bundled (trained) model's 10-step
 //! DDIM loop within 1e-2 of the same loop in f32 (which the f32 tests hold to diffusers); and the typed
-//! error for mixed precision on a device without SHADER_F16. Each mixed result is also held
+//! error for mixed precision on a device without SHADER_F16. On an adapter with cooperative
+//! matrices every mixed test runs on them, and one more checks that they ran and agree with
+//! the FMA body (on others it reports that there is nothing to check). Each mixed result is also held
 //! to differ from diffusers by more than the f32 path does (over 1e-5), so a silent fallback to
 //! f32 fails. The errors are printed (`--nocapture`).
 
@@ -16,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 
 use common::{conditional_eps, fixture, gpu, rel_l2};
 use diffusion_wgpu::{
-    Error, Gpu, GpuOptions, NoiseSource, Precision, Sampler, SamplerSettings, SchedulerConfig,
-    Tuning, Unet,
+    CooperativeMatrix, Error, Gpu, GpuOptions, NoiseSource, Precision, Sampler, SamplerSettings,
+    SchedulerConfig, Tuning, Unet,
 };
 
 /// The forward passes' bound (relative L2 against diffusers' f64 forward).
@@ -158,6 +160,64 @@ fn bundled_ddim_10_steps_match_f32_within_1e_2() {
         "bundled model, DDIM 10 steps: x0 vs f32",
         error,
         BUNDLED_LOOP_TOLERANCE,
+    );
+}
+
+/// Where the adapter has cooperative matrices (tensor cores), mixed precision runs the tiled
+/// convolutions on them, within the forward's bound of diffusers' f64 result, and
+/// `CooperativeMatrix::Off` runs none of them. Elsewhere it says so and checks nothing more
+/// (the FMA body is what the other tests here run). The two bodies' forwards are not compared
+/// here: on this random-weight model any change in the order of the f32 sums moves the f16
+/// rounding of later activations (two FMA plans, split-K 3 against none, end 8.0e-4 apart,
+/// the cooperative matrices 7.9e-4 from the FMA body on lavapipe); src/nn/conv/tests.rs holds
+/// each convolution to 1e-6 of the f64 result on the same f16 operands.
+#[test]
+fn cooperative_matrices_run_where_the_adapter_has_them() {
+    let coop = mixed();
+    let Some(config) = coop.cooperative_matrix() else {
+        println!("no usable cooperative matrices on this adapter: nothing to check");
+        return;
+    };
+    let fma = Arc::new(
+        Gpu::new(&GpuOptions {
+            precision: Precision::Mixed,
+            cooperative_matrix: CooperativeMatrix::Off,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    assert_eq!(fma.cooperative_matrix(), None);
+    let refs = fixture("diffusers/unet_small_forward.safetensors");
+    let x = refs["x"].f32();
+    let timesteps: Vec<u32> = refs["timesteps"].u32();
+    let run = |gpu: &Arc<Gpu>| {
+        let unet = Unet::load(gpu.clone(), fixture_dir("unet_small")).unwrap();
+        let families: Vec<String> = unet
+            .profile_forward(2, 32, 32, 1)
+            .unwrap()
+            .families
+            .into_iter()
+            .map(|f| f.family)
+            .collect();
+        let eps = unet.forward(&x, [2, 3, 32, 32], &timesteps, None).unwrap();
+        (eps, families)
+    };
+    let (eps, families) = run(&coop);
+    let on_coop = |f: &String| f.starts_with("conv2d_tiled_coop");
+    assert!(families.iter().any(on_coop), "{families:?}");
+    assert!(
+        !families.iter().any(|f| f.starts_with("conv2d_tiled_f16")),
+        "{families:?}"
+    );
+    let (_, fma_families) = run(&fma);
+    assert!(!fma_families.iter().any(on_coop), "{fma_families:?}");
+    check(
+        &format!(
+            "unet_small on cooperative matrices ({}): eps vs f64",
+            config.describe()
+        ),
+        rel_l2(&eps, &refs["eps_f64_pure"].data),
+        FORWARD_TOLERANCE,
     );
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::pipeline_cache::hash;
-use super::{Autotune, GemmTile, Precision, TiledChoice, Tuning};
+use super::{Autotune, CoopMatrixConfig, GemmTile, Precision, TiledChoice, Tuning};
 
 /// The first line of a cache file.
 const MAGIC: &str = "diffusion-wgpu autotune cache 1";
@@ -62,15 +62,22 @@ impl AutotuneCache {
     pub(crate) fn open(
         mode: Autotune,
         adapter: &str,
-        (tuning, precision): (&Tuning, Precision),
+        (tuning, precision, coop): (&Tuning, Precision, Option<CoopMatrixConfig>),
         limits: &wgpu::Limits,
         dir: Option<&Path>,
     ) -> Self {
+        let precision = match coop {
+            Some(config) => format!(
+                "{} on cooperative matrices, {}",
+                precision.name(),
+                config.describe()
+            ),
+            None => precision.name().to_string(),
+        };
         let header = format!(
-            "{MAGIC}\nadapter: {adapter}\ncrate: {}\nmode: {}\nprecision: {}\nkernels: workgroup {} split below {}\nlimits: binding {} invocations {}\n",
+            "{MAGIC}\nadapter: {adapter}\ncrate: {}\nmode: {}\nprecision: {precision}\nkernels: workgroup {} split below {}\nlimits: binding {} invocations {}\n",
             env!("CARGO_PKG_VERSION"),
             mode.name(),
-            precision.name(),
             tuning.block_workgroup_size,
             tuning.split_k_below_workgroups,
             limits
@@ -311,7 +318,7 @@ mod tests {
         AutotuneCache::open(
             mode,
             "test adapter",
-            (&tuning, Precision::F32),
+            (&tuning, Precision::F32, None),
             &wgpu::Limits::default(),
             Some(dir),
         )

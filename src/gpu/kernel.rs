@@ -34,6 +34,10 @@ pub enum WorkgroupSize {
     /// and its `@workgroup_size` uses: one shader, several compiled variants (the tiles of the
     /// tiled convolution). Each variant's spec needs its own name (the kernel cache's key).
     Overrides(&'static [(&'static str, f64)]),
+    /// These constants and [`SUBGROUP_SIZE_OVERRIDE`], the device's subgroup size, from which
+    /// the shader derives its workgroup size (the cooperative-matrix convolution: one
+    /// subgroup per block of fragments). Only compiled on devices with a fixed subgroup size.
+    PerSubgroup(&'static [(&'static str, f64)]),
 }
 
 /// The layout of a kernel's parameter struct on the Rust side (the uniform at binding 0):
@@ -92,13 +96,17 @@ pub struct Kernel {
 /// The pipeline-overridable constant of [`WorkgroupSize::PerAdapter`] kernels.
 pub const WORKGROUP_SIZE_OVERRIDE: &str = "WORKGROUP_SIZE";
 
+/// The pipeline-overridable constant of [`WorkgroupSize::PerSubgroup`] kernels.
+pub const SUBGROUP_SIZE_OVERRIDE: &str = "SUBGROUP_SIZE";
+
 impl Kernel {
-    /// Compiles `spec` with `block_workgroup_size` for its `WORKGROUP_SIZE` override, through
-    /// `cache` when the device keeps one.
+    /// Compiles `spec` with `block_workgroup_size` for its `WORKGROUP_SIZE` override (or
+    /// `subgroup_size` for its `SUBGROUP_SIZE`), through `cache` when the device keeps one.
     pub(crate) fn new(
         device: &wgpu::Device,
         spec: &KernelSpec,
         block_workgroup_size: u32,
+        subgroup_size: u32,
         cache: Option<&wgpu::PipelineCache>,
     ) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = spec
@@ -153,6 +161,14 @@ impl Kernel {
             source: wgpu::ShaderSource::Wgsl(spec.source.into()),
         });
         let workgroup_size = [(WORKGROUP_SIZE_OVERRIDE, f64::from(block_workgroup_size))];
+        let per_subgroup: Vec<(&str, f64)> = match spec.workgroup_size {
+            WorkgroupSize::PerSubgroup(constants) => constants
+                .iter()
+                .copied()
+                .chain([(SUBGROUP_SIZE_OVERRIDE, f64::from(subgroup_size))])
+                .collect(),
+            _ => Vec::new(),
+        };
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(spec.name),
             layout: Some(&pipeline_layout),
@@ -163,6 +179,7 @@ impl Kernel {
                     WorkgroupSize::PerAdapter => &workgroup_size,
                     WorkgroupSize::Fixed => &[],
                     WorkgroupSize::Overrides(constants) => constants,
+                    WorkgroupSize::PerSubgroup(_) => &per_subgroup,
                 },
                 ..Default::default()
             },

@@ -2,6 +2,7 @@
 //! compute-kernel cache and the tensor type. Knows nothing about diffusion.
 
 mod autotune_cache;
+mod cooperative_matrix;
 mod kernel;
 mod limits;
 mod pipeline_cache;
@@ -15,9 +16,10 @@ mod tuning;
 mod variants;
 
 pub use autotune_cache::AutotuneReport;
+pub use cooperative_matrix::{CoopMatrixConfig, CooperativeMatrix};
 pub use kernel::{
-    Binding, Kernel, KernelSpec, ParamsLayout, WORKGROUP_SIZE, WORKGROUP_SIZE_OVERRIDE,
-    WorkgroupSize,
+    Binding, Kernel, KernelSpec, ParamsLayout, SUBGROUP_SIZE_OVERRIDE, WORKGROUP_SIZE,
+    WORKGROUP_SIZE_OVERRIDE, WorkgroupSize,
 };
 pub use pipeline_cache::default_dir as default_pipeline_cache_dir;
 pub use precision::Precision;
@@ -64,6 +66,9 @@ pub struct GpuOptions {
     /// The convolutions' precision; [`Precision::Mixed`] requests `SHADER_F16` and fails with
     /// [`Error::MissingFeature`] on an adapter without it.
     pub precision: Precision,
+    /// Whether [`Precision::Mixed`] runs its convolutions on the adapter's cooperative
+    /// matrices (tensor cores) where it has a usable configuration ([`CooperativeMatrix`]).
+    pub cooperative_matrix: CooperativeMatrix,
 }
 
 /// A wgpu device and queue with this crate's compiled kernels.
@@ -76,6 +81,8 @@ pub struct Gpu {
     adapter_info: Option<wgpu::AdapterInfo>,
     tuning: Tuning,
     precision: Precision,
+    /// The cooperative matrices the mixed-precision convolutions run on, if any.
+    coop: Option<CoopMatrixConfig>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
     pipeline_cache: Option<PipelineCacheFile>,
@@ -194,11 +201,30 @@ impl Gpu {
         options
             .precision
             .check_features(&info.name, adapter.features())?;
+        let required_limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
+        let coop = (options.precision == Precision::Mixed
+            && options.cooperative_matrix == CooperativeMatrix::Auto)
+            .then(|| CoopMatrixConfig::for_adapter(&adapter, &required_limits))
+            .flatten();
+        let coop_features = match coop {
+            Some(_) => CoopMatrixConfig::FEATURES,
+            None => wgpu::Features::empty(),
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("diffusion-wgpu"),
-                required_features: optional_features | options.precision.required_features(),
-                required_limits: options.limits.clone().unwrap_or_else(|| adapter.limits()),
+                required_features: optional_features
+                    | options.precision.required_features()
+                    | coop_features,
+                required_limits,
+                // SAFETY: wgpu's experimental features are only enabled for the cooperative
+                // matrices, which only the tiled convolution's cooperative-matrix body uses
+                // (its parity with the f16-operand FMA body is tested wherever an adapter has
+                // them: src/nn/conv/tests.rs).
+                experimental_features: match coop {
+                    Some(_) => unsafe { wgpu::ExperimentalFeatures::enabled() },
+                    None => wgpu::ExperimentalFeatures::disabled(),
+                },
                 ..Default::default()
             })
             .await
@@ -230,6 +256,9 @@ impl Gpu {
         if options.precision != Precision::F32 {
             log::info!("precision {}", options.precision.describe());
         }
+        if let Some(config) = coop {
+            log::info!("cooperative matrices: {}", config.describe());
+        }
         let errors = DeviceErrors::watch(&device);
         let pipeline_cache = options
             .pipeline_cache_dir
@@ -240,6 +269,7 @@ impl Gpu {
             queue,
             tuning,
             precision: options.precision,
+            coop,
             adapter_info: Some(info),
             kernels: Mutex::default(),
             errors,
@@ -268,6 +298,7 @@ impl Gpu {
             adapter_info: None,
             tuning: Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu),
             precision: Precision::F32,
+            coop: None,
             kernels: Mutex::default(),
             errors: Arc::default(),
             pipeline_cache: None,
@@ -358,6 +389,7 @@ impl Gpu {
                     &self.device,
                     spec,
                     self.tuning.block_workgroup_size,
+                    self.coop.map_or(0, |config| config.subgroup_size),
                     cache.map(PipelineCacheFile::for_new_pipeline),
                 );
                 // Pipeline creation compiles the shader (on GL it links the program).

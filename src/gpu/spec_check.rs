@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, ImageClass, ScalarKind, StorageAccess, TypeInner};
 
-use super::{Binding, KernelSpec, WORKGROUP_SIZE_OVERRIDE, WorkgroupSize};
+use super::{Binding, KernelSpec, SUBGROUP_SIZE_OVERRIDE, WORKGROUP_SIZE_OVERRIDE, WorkgroupSize};
 
 /// Every kernel the library compiles.
 fn all_specs() -> Vec<&'static KernelSpec> {
@@ -155,15 +155,22 @@ fn check(spec: &KernelSpec) -> Vec<String> {
             if has_override { "declares" } else { "lacks" }
         ));
     }
-    if let WorkgroupSize::Overrides(constants) = spec.workgroup_size {
-        for (name, _) in constants {
-            let declared = module
-                .overrides
-                .iter()
-                .any(|(_, o)| o.name.as_deref() == Some(*name));
-            if !declared {
-                errors.push(format!("the shader lacks `override {name}`"));
-            }
+    let overrides: Vec<&str> = match spec.workgroup_size {
+        WorkgroupSize::Overrides(constants) => constants.iter().map(|c| c.0).collect(),
+        WorkgroupSize::PerSubgroup(constants) => constants
+            .iter()
+            .map(|c| c.0)
+            .chain([SUBGROUP_SIZE_OVERRIDE])
+            .collect(),
+        WorkgroupSize::Fixed | WorkgroupSize::PerAdapter => Vec::new(),
+    };
+    for name in overrides {
+        let declared = module
+            .overrides
+            .iter()
+            .any(|(_, o)| o.name.as_deref() == Some(name));
+        if !declared {
+            errors.push(format!("the shader lacks `override {name}`"));
         }
     }
     errors

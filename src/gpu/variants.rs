@@ -40,7 +40,7 @@ impl Gpu {
             AutotuneCache::open(
                 mode,
                 &adapter,
-                (&self.tuning, self.precision),
+                (&self.tuning, self.precision, self.coop),
                 &self.device.limits(),
                 cache_dir.as_deref(),
             )
@@ -69,6 +69,14 @@ impl Gpu {
     /// The convolutions' precision (see [`GpuOptions::precision`](super::GpuOptions::precision)).
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The cooperative matrices the [`Precision::Mixed`] convolutions run on: `Some` on a
+    /// device [`Gpu::new`] opened under mixed precision on an adapter with a usable
+    /// configuration ([`CooperativeMatrix`](super::CooperativeMatrix)), else `None` (always
+    /// for [`Gpu::from_device`]).
+    pub fn cooperative_matrix(&self) -> Option<super::CoopMatrixConfig> {
+        self.coop
     }
 
     /// Sets the convolutions' precision of a device from [`Gpu::from_device`] (created with

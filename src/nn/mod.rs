@@ -170,12 +170,15 @@ pub(crate) fn run_and_read(
 /// Every kernel of every family, for tests that check all of them.
 #[cfg(test)]
 pub(crate) fn all_specs() -> Vec<&'static crate::gpu::KernelSpec> {
-    [
-        attention::SPECS,
-        conv::SPECS,
-        elementwise::SPECS,
-        linear::SPECS,
-        norm::SPECS,
-    ]
-    .concat()
+    let mut specs = conv::specs();
+    specs.extend(
+        [
+            attention::SPECS,
+            elementwise::SPECS,
+            linear::SPECS,
+            norm::SPECS,
+        ]
+        .concat(),
+    );
+    specs
 }

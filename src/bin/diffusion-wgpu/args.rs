@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use diffusion_wgpu::{
-    DpmAlgorithm, DpmSolverOptions, FinalSigma, Method, Precision, PrevTimestep, SamplerSettings,
-    SchedulerConfig, SchedulerFile, TimestepSpacing, UniPcOptions,
+    CooperativeMatrix, DpmAlgorithm, DpmSolverOptions, FinalSigma, Method, Precision, PrevTimestep,
+    SamplerSettings, SchedulerConfig, SchedulerFile, TimestepSpacing, UniPcOptions,
 };
 
 /// With no subcommand it samples: by default a 4x4 grid from the bundled Fashion-MNIST model
@@ -307,6 +307,19 @@ pub struct PrecisionArgs {
     /// workgroup tiles, f32 accumulation and activations; needs SHADER_F16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionChoice,
+    /// Under mixed precision, whether the convolutions run on the adapter's cooperative
+    /// matrices (tensor cores) where it has them: auto, or off (the f16 FMA kernel).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cooperative_matrix: CoopChoice,
+}
+
+/// The values of `--cooperative-matrix`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CoopChoice {
+    /// Where the adapter has a usable configuration.
+    Auto,
+    /// Never.
+    Off,
 }
 
 /// The values of `--precision`.
@@ -343,15 +356,28 @@ impl Cli {
 
     /// The `--precision` of the command that runs (f32 for `info` and `toy`).
     pub fn precision(&self) -> Precision {
-        let choice = match &self.command {
+        self.precision_args()
+            .map_or(Precision::F32, |args| args.precision.precision())
+    }
+
+    /// The `--cooperative-matrix` of the command that runs (auto where it has none).
+    pub fn cooperative_matrix(&self) -> CooperativeMatrix {
+        match self.precision_args().map(|args| args.cooperative_matrix) {
+            Some(CoopChoice::Off) => CooperativeMatrix::Off,
+            Some(CoopChoice::Auto) | None => CooperativeMatrix::Auto,
+        }
+    }
+
+    /// The precision options of the command that runs, if it has them.
+    fn precision_args(&self) -> Option<&PrecisionArgs> {
+        match &self.command {
             None => Some(&self.sample.precision),
             Some(Command::Sample(args)) => Some(&args.precision),
             Some(Command::Forward(args)) => Some(&args.precision),
             Some(Command::Bench(args)) => Some(&args.precision),
             Some(Command::Txt2img(args)) => Some(&args.precision),
             Some(Command::Info | Command::Toy(_)) => None,
-        };
-        choice.map_or(Precision::F32, |args| args.precision.precision())
+        }
     }
 }
 

@@ -25,9 +25,13 @@ pub fn bench(gpu: Arc<Gpu>, args: &BenchArgs) -> diffusion_wgpu::Result<()> {
     let unet = source.load(&gpu)?;
     let (name, (scheduler, _)) = (source.name(), source.scheduler_config()?);
     // The report names a precision other than the default.
-    let name = match gpu.precision() {
-        Precision::F32 => name,
-        precision => format!("{name} ({precision:?} precision)"),
+    let name = match (gpu.precision(), gpu.cooperative_matrix()) {
+        (Precision::F32, _) => name,
+        (precision, None) => format!("{name} ({precision:?} precision)"),
+        (precision, Some(coop)) => format!(
+            "{name} ({precision:?} precision, cooperative matrices: {})",
+            coop.describe()
+        ),
     };
     let size = args
         .size

@@ -46,6 +46,7 @@ fn run(cli: Cli) -> diffusion_wgpu::Result<()> {
         autotune: cli.autotune(),
         autotune_cache_dir: cache_dir,
         precision: cli.precision(),
+        cooperative_matrix: cli.cooperative_matrix(),
         ..Default::default()
     })?;
     if let Some(Command::Bench(BenchArgs {

@@ -5,7 +5,7 @@
 //! unsplit and split 2, 3 and 8 ways.
 
 use super::*;
-use crate::gpu::{ConvTiles, GemmTile, Gpu, GpuOptions, Tuning};
+use crate::gpu::{ConvTiles, CooperativeMatrix, GemmTile, Gpu, GpuOptions, Tuning};
 use crate::nn::{TensorSource, rel_l2, run_and_read};
 
 /// A layer to test.
@@ -355,40 +355,50 @@ impl Data {
     }
 }
 
-/// Mixed precision on both kernel sets and every tile, unsplit and split: exactly the f64
-/// convolution of the f16-rounded operands (f32 accumulation: under 1e-6), and within 2e-3 of
-/// the f32 operands' convolution (the f16 rounding itself: about 3e-4).
+/// Mixed precision on both kernel sets and every tile, unsplit and split, with the FMA body
+/// and, where the adapter has cooperative matrices, with them: exactly the f64 convolution of
+/// the f16-rounded operands (f32 accumulation: under 1e-6), and within 2e-3 of the f32
+/// operands' convolution (the f16 rounding itself: about 3e-4).
 #[test]
 fn mixed_precision_is_the_convolution_of_f16_rounded_operands() {
-    let options = GpuOptions {
-        precision: Precision::Mixed,
-        ..Default::default()
-    };
-    let gpu = Gpu::new(&options).unwrap();
-    let gpu_tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
-    let mut tunings = vec![Tuning::for_device_type(wgpu::DeviceType::Cpu), gpu_tuning];
-    for tile in GemmTile::ALL {
-        for split_k in [1, 3] {
-            tunings.push(Tuning {
-                conv_tiles: ConvTiles::Fixed { tile, split_k },
-                ..gpu_tuning
-            });
+    for cooperative_matrix in [CooperativeMatrix::Off, CooperativeMatrix::Auto] {
+        let options = GpuOptions {
+            precision: Precision::Mixed,
+            cooperative_matrix,
+            ..Default::default()
+        };
+        let gpu = Gpu::new(&options).unwrap();
+        let coop = gpu.cooperative_matrix();
+        if cooperative_matrix == CooperativeMatrix::Auto && coop.is_none() {
+            eprintln!("no cooperative matrices on this adapter: their body is not run");
+            return;
         }
-    }
-    let mut gpu = Some(gpu);
-    for tuning in tunings {
-        let device = gpu.take().unwrap().with_tuning(tuning);
-        for case in CASES {
-            let data = Data::new(case);
-            let got = run(&device, case, &data);
-            let rounded = rel_l2(&got, &data.with_f16_operands().reference(case));
-            let exact = rel_l2(&got, &data.reference(case));
-            let what = format!("{:?}: {case:?}", tuning.conv_tiles);
-            assert!(rounded < 1e-6, "{what}: vs f16 operands {rounded:.2e}");
-            assert!(exact < 2e-3 && exact > 1e-5, "{what}: vs f32 {exact:.2e}");
+        let gpu_tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+        let mut tunings = vec![Tuning::for_device_type(wgpu::DeviceType::Cpu), gpu_tuning];
+        for tile in GemmTile::ALL {
+            for split_k in [1, 3] {
+                tunings.push(Tuning {
+                    conv_tiles: ConvTiles::Fixed { tile, split_k },
+                    ..gpu_tuning
+                });
+            }
         }
-        device.wait_idle("mixed conv test").unwrap();
-        gpu = Some(device);
+        let mut gpu = Some(gpu);
+        for tuning in tunings {
+            let device = gpu.take().unwrap().with_tuning(tuning);
+            for case in CASES {
+                let data = Data::new(case);
+                let got = run(&device, case, &data);
+                let rounded = rel_l2(&got, &data.with_f16_operands().reference(case));
+                let exact = rel_l2(&got, &data.reference(case));
+                let what = format!("{coop:?} {:?}: {case:?}", tuning.conv_tiles);
+                assert!(rounded < 1e-6, "{what}: vs f16 operands {rounded:.2e}");
+                assert!(exact < 2e-3 && exact > 1e-5, "{what}: vs f32 {exact:.2e}");
+            }
+            device.wait_idle("mixed conv test").unwrap();
+            gpu = Some(device);
+        }
+        eprintln!("mixed precision, cooperative matrices {coop:?}: every case within 1e-6");
     }
 }
 

@@ -13,10 +13,11 @@ use crate::error::Result;
 use crate::gpu::{Binding, ConvTiles, GemmTile, Gpu, GpuTensor, KernelSpec, Tuning, WorkgroupSize};
 use crate::params_layout;
 
-/// The shader with f32 operands (its prelude defines `Operand`).
+/// The shader with f32 operands (its prelude defines `Operand`) and the FMA body.
 const SOURCE: &str = concat!(
     include_str!("../../../shaders/conv2d_tiled_f32.wgsl"),
-    include_str!("../../../shaders/conv2d_tiled.wgsl")
+    include_str!("../../../shaders/conv2d_tiled.wgsl"),
+    include_str!("../../../shaders/conv2d_tiled_fma.wgsl")
 );
 
 /// Bindings of both entry points (see shaders/conv2d_tiled.wgsl).
@@ -35,21 +36,20 @@ const BINDINGS: &[Binding] = &[
 /// Rows of K per step of the shader (its BK); K is padded to a multiple of it.
 pub(super) const K_STEP: usize = 16;
 
-/// The override constants of each tile (4 x 4 outputs per invocation).
-pub(super) type TileOverrides = &'static [(&'static str, f64)];
-pub(super) const OVERRIDES_64X64: TileOverrides =
-    &[("TILE_M", 64.0), ("TILE_N", 64.0), ("THREADS", 256.0)];
-pub(super) const OVERRIDES_32X64: TileOverrides =
-    &[("TILE_M", 32.0), ("TILE_N", 64.0), ("THREADS", 128.0)];
-pub(super) const OVERRIDES_32X32: TileOverrides =
-    &[("TILE_M", 32.0), ("TILE_N", 32.0), ("THREADS", 64.0)];
+/// The override constants of each tile for the FMA body (4 x 4 outputs per invocation).
+const FMA_64X64: WorkgroupSize =
+    WorkgroupSize::Overrides(&[("TILE_M", 64.0), ("TILE_N", 64.0), ("THREADS", 256.0)]);
+const FMA_32X64: WorkgroupSize =
+    WorkgroupSize::Overrides(&[("TILE_M", 32.0), ("TILE_N", 64.0), ("THREADS", 128.0)]);
+const FMA_32X32: WorkgroupSize =
+    WorkgroupSize::Overrides(&[("TILE_M", 32.0), ("TILE_N", 32.0), ("THREADS", 64.0)]);
 
-/// A tile variant of `conv2d_tiled` compiled from `source` (the shader with an operand
-/// prelude): its name (the kernel cache's key) and overrides.
+/// A tile variant of `conv2d_tiled` compiled from `source` (an operand prelude, the shared
+/// part and a body): its name (the kernel cache's key) and its tile's overrides.
 pub(super) const fn variant(
     source: &'static str,
     name: &'static str,
-    overrides: TileOverrides,
+    workgroup_size: WorkgroupSize,
 ) -> KernelSpec {
     KernelSpec {
         name,
@@ -57,13 +57,31 @@ pub(super) const fn variant(
         entry_point: "conv2d_tiled",
         bindings: BINDINGS,
         params: Some(&PARAMS_LAYOUT),
-        workgroup_size: WorkgroupSize::Overrides(overrides),
+        workgroup_size,
     }
 }
 
-static TILED_64X64: KernelSpec = variant(SOURCE, "conv2d_tiled_64x64", OVERRIDES_64X64);
-static TILED_32X64: KernelSpec = variant(SOURCE, "conv2d_tiled_32x64", OVERRIDES_32X64);
-static TILED_32X32: KernelSpec = variant(SOURCE, "conv2d_tiled_32x32", OVERRIDES_32X32);
+/// The FMA body's variants of every tile ([`GemmTile::ALL`]'s order) from `source`, named
+/// `names`.
+pub(super) const fn fma_variants(
+    source: &'static str,
+    names: [&'static str; 3],
+) -> [KernelSpec; 3] {
+    [
+        variant(source, names[0], FMA_64X64),
+        variant(source, names[1], FMA_32X64),
+        variant(source, names[2], FMA_32X32),
+    ]
+}
+
+static TILED: [KernelSpec; 3] = fma_variants(
+    SOURCE,
+    [
+        "conv2d_tiled_64x64",
+        "conv2d_tiled_32x64",
+        "conv2d_tiled_32x32",
+    ],
+);
 
 /// Split-K's reduction: sums the partials in split order and applies the epilogue.
 static REDUCE: KernelSpec = KernelSpec {
@@ -77,15 +95,20 @@ static REDUCE: KernelSpec = KernelSpec {
 
 /// Every kernel of the tiled convolution.
 #[cfg(test)]
-pub(super) static SPECS: &[&KernelSpec] = &[&TILED_64X64, &TILED_32X64, &TILED_32X32, &REDUCE];
+pub(super) static SPECS: &[&KernelSpec] = &[&TILED[0], &TILED[1], &TILED[2], &REDUCE];
+
+/// The kernel of `tile` among `variants` (three, in [`GemmTile::ALL`]'s order).
+pub(super) fn of_tile(variants: &'static [KernelSpec; 3], tile: GemmTile) -> &'static KernelSpec {
+    match tile {
+        GemmTile::M64N64 => &variants[0],
+        GemmTile::M32N64 => &variants[1],
+        GemmTile::M32N32 => &variants[2],
+    }
+}
 
 /// The f32-operand kernel of `tile`.
 pub(super) fn spec(tile: GemmTile) -> &'static KernelSpec {
-    match tile {
-        GemmTile::M64N64 => &TILED_64X64,
-        GemmTile::M32N64 => &TILED_32X64,
-        GemmTile::M32N32 => &TILED_32X32,
-    }
+    of_tile(&TILED, tile)
 }
 
 /// Mirrors `TiledConvParams` in shaders/conv2d_tiled.wgsl.
@@ -183,7 +206,7 @@ pub(super) fn pack(weight: &[f32], c_out: usize, k: usize) -> (Vec<f32>, usize, 
 impl PackedWeights {
     pub fn upload(gpu: &Gpu, weight: &[f32], c_out: usize, k: usize, name: &str) -> Result<Self> {
         let (packed, m_vec4, k_steps) = pack(weight, c_out, k);
-        let operand = Operand::of(gpu.precision());
+        let operand = Operand::of(gpu);
         Ok(Self {
             buffer: operand.upload(gpu, &packed, name)?,
             operand,
