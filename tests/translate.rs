@@ -5,7 +5,11 @@
 //! (DX12), SPIR-V (Vulkan) and GLSL ES (OpenGL). The tiled convolution is also compiled with its
 //! f16 prelude (Precision::Mixed), validated with the SHADER_F16 capability alone and translated
 //! as a SHADER_F16 adapter would (HLSL shader model 6.2, SPIR-V with 16-bit storage; not GLSL:
-//! wgpu's GL backend has no SHADER_F16). Any error fails the test, so a shader that
+//! wgpu's GL backend has no SHADER_F16), and its cooperative-matrix body with the 8 x 8 and
+//! 16 x 16 preludes, validated with f16, cooperative matrices and subgroups and translated to
+//! SPIR-V 1.3 (VK_KHR_cooperative_matrix, the Vulkan memory model) and, for 8 x 8, to MSL 2.3
+//! and 3.0 (Metal's simdgroup matrices; wgpu's DX12 and GL backends have no cooperative
+//! matrices). Any error fails the test, so a shader that
 //! Metal or DX12 would reject is caught on these machines, which have only Vulkan and OpenGL.
 //! Each compute entry point's workgroup size and workgroup memory are also checked against
 //! `wgpu::Limits::downlevel_defaults()`, the lowest limits wgpu offers.
@@ -53,6 +57,12 @@ const SNIPPETS: &[(&str, Place, &[&str])] = &[
         Place::After,
         &["attention.wgsl", "flash_attention.wgsl"],
     ),
+    // The tiled convolution's shared part, before either body (after the body's prelude).
+    (
+        "conv2d_tiled.wgsl",
+        Place::Before,
+        &["conv2d_tiled_fma.wgsl", "conv2d_tiled_coop.wgsl"],
+    ),
 ];
 
 /// What a shader variant may use, and so which back ends and versions it is translated for.
@@ -62,6 +72,10 @@ enum Needs {
     Nothing,
     /// `enable f16;` (wgpu's SHADER_F16): MSL, HLSL 6.2, SPIR-V with 16-bit storage.
     ShaderF16,
+    /// f16, cooperative matrices of this side and the subgroup builtins
+    /// (EXPERIMENTAL_COOPERATIVE_MATRIX, SUBGROUP): SPIR-V with VK_KHR_cooperative_matrix, and
+    /// MSL for 8 x 8 (Metal's simdgroup matrices); wgpu's DX12 and GL backends have none.
+    CoopMatrix(u32),
 }
 
 impl Needs {
@@ -69,19 +83,33 @@ impl Needs {
         match self {
             Needs::Nothing => Capabilities::empty(),
             Needs::ShaderF16 => Capabilities::SHADER_FLOAT16,
+            Needs::CoopMatrix(_) => {
+                Capabilities::SHADER_FLOAT16
+                    | Capabilities::COOPERATIVE_MATRIX
+                    | Capabilities::SUBGROUP
+            }
         }
     }
 }
 
 /// Preludes that define a shader's types, each compiling it into one variant: (shader,
 /// [(prelude, what the variant needs)]) (src/nn/conv/tiled.rs and precision.rs).
-const PRELUDES: &[(&str, &[(&str, Needs)])] = &[(
-    "conv2d_tiled.wgsl",
-    &[
-        ("conv2d_tiled_f32.wgsl", Needs::Nothing),
-        ("conv2d_tiled_f16.wgsl", Needs::ShaderF16),
-    ],
-)];
+const PRELUDES: &[(&str, &[(&str, Needs)])] = &[
+    (
+        "conv2d_tiled_fma.wgsl",
+        &[
+            ("conv2d_tiled_f32.wgsl", Needs::Nothing),
+            ("conv2d_tiled_f16.wgsl", Needs::ShaderF16),
+        ],
+    ),
+    (
+        "conv2d_tiled_coop.wgsl",
+        &[
+            ("conv2d_tiled_coop8.wgsl", Needs::CoopMatrix(8)),
+            ("conv2d_tiled_coop16.wgsl", Needs::CoopMatrix(16)),
+        ],
+    ),
+];
 
 /// Files that are not shaders on their own: the snippets and the preludes, with what each
 /// needs to validate.
@@ -99,8 +127,8 @@ fn library_part(name: &str) -> Option<Needs> {
 }
 
 /// A shader's sources as the library compiles them: with the snippets it uses before and
-/// after it, once per prelude (or once, with none), and what each needs. A snippet that needs
-/// its user's definitions is read as its first user's source.
+/// after it, once per prelude (or once, with none), and what each needs. A snippet is read as
+/// its first user's sources (it may need their definitions).
 fn compiled_sources(file: &Path) -> Vec<(String, Needs)> {
     let read = |path: &Path| {
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -109,10 +137,7 @@ fn compiled_sources(file: &Path) -> Vec<(String, Needs)> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
-    if let Some((_, _, users)) = SNIPPETS
-        .iter()
-        .find(|(snippet, place, _)| *snippet == name && *place == Place::After)
-    {
+    if let Some((_, _, users)) = SNIPPETS.iter().find(|(snippet, ..)| *snippet == name) {
         return compiled_sources(&file.with_file_name(users[0]));
     }
     let snippets = |at: Place| -> String {
@@ -152,7 +177,7 @@ fn block_workgroup_sizes() -> Vec<u32> {
 /// The override-constant sets to specialise `module` with: one per value the code uses for each
 /// override it declares (`WORKGROUP_SIZE`, and the tiled convolution's tile; any other override
 /// fails the test until it is listed here).
-fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
+fn specialisations(module: &Module, file: &Path, needs: Needs) -> Vec<PipelineConstants> {
     let names: Vec<&str> = module
         .overrides
         .iter()
@@ -180,6 +205,26 @@ fn specialisations(module: &Module, file: &Path) -> Vec<PipelineConstants> {
                 constants
             })
             .collect(),
+        // Its cooperative-matrix body (src/nn/conv/precision.rs): the workgroup follows from
+        // the subgroup size, 8 (lavapipe) or 32 (NVIDIA, Apple).
+        ["TILE_M", "TILE_N", "SUBGROUP_SIZE", "THREADS"] => {
+            let subgroup_sizes: &[u32] = match needs {
+                Needs::CoopMatrix(16) => &[32],
+                _ => &[8, 32],
+            };
+            GemmTile::ALL
+                .into_iter()
+                .flat_map(|tile| subgroup_sizes.iter().map(move |&size| (tile, size)))
+                .map(|(tile, size)| {
+                    let (m, n) = tile.shape();
+                    let mut constants = PipelineConstants::default();
+                    constants.insert("TILE_M".into(), m as f64);
+                    constants.insert("TILE_N".into(), n as f64);
+                    constants.insert("SUBGROUP_SIZE".into(), f64::from(size));
+                    constants
+                })
+                .collect()
+        }
         other => panic!(
             "{}: overrides {other:?}: list the values the code uses in tests/translate.rs",
             file.display()
@@ -196,10 +241,22 @@ const WEBGPU_LIMITS_ONLY: &[&str] = &["conv2d_tiled"];
 /// Where compute entry point `name` (overrides applied) exceeds `downlevel_defaults()` (or,
 /// for [`WEBGPU_LIMITS_ONLY`], `Limits::default()`): invocations per workgroup and per
 /// dimension, and bytes of the workgroup memory it uses.
-fn over_downlevel_limits(module: &Module, info: &ModuleInfo, name: &str) -> Option<String> {
-    let limits = match WEBGPU_LIMITS_ONLY.contains(&name) {
-        true => wgpu::Limits::default(),
-        false => wgpu::Limits::downlevel_defaults(),
+fn over_downlevel_limits(
+    module: &Module,
+    info: &ModuleInfo,
+    name: &str,
+    needs: Needs,
+) -> Option<String> {
+    let limits = match (needs, WEBGPU_LIMITS_ONLY.contains(&name)) {
+        // Native adapters with cooperative matrices take 1024 invocations (the Rust side
+        // checks the adapter's own limit before it uses the body).
+        (Needs::CoopMatrix(_), _) => wgpu::Limits {
+            max_compute_invocations_per_workgroup: 1024,
+            max_compute_workgroup_size_x: 1024,
+            ..wgpu::Limits::default()
+        },
+        (_, true) => wgpu::Limits::default(),
+        (_, false) => wgpu::Limits::downlevel_defaults(),
     };
     let index = module
         .entry_points
@@ -239,13 +296,19 @@ fn validate(module: &Module, needs: Needs, what: &str) -> ModuleInfo {
         .unwrap_or_else(|e| panic!("{what}: validation: {}", e.emit_to_string("")))
 }
 
-/// MSL as wgpu's Metal backend writes it, for MSL 2.0 (macOS 10.13, iOS 11) and 3.0.
+/// MSL as wgpu's Metal backend writes it, for MSL 2.0 (macOS 10.13, iOS 11) and 3.0; with
+/// cooperative matrices, 2.3 (the first with simdgroup matrices) and 3.0.
 fn to_msl(
     module: &Module,
     info: &ModuleInfo,
     (stage, entry_point): (ShaderStage, &str),
+    needs: Needs,
 ) -> Result<(), String> {
-    for lang_version in [(2, 0), (3, 0)] {
+    let first = match needs {
+        Needs::CoopMatrix(_) => (2, 3),
+        _ => (2, 0),
+    };
+    for lang_version in [first, (3, 0)] {
         let options = naga::back::msl::Options {
             lang_version,
             ..Default::default()
@@ -272,6 +335,7 @@ fn to_hlsl(
     let shader_models = match needs {
         Needs::Nothing => vec![ShaderModel::V5_1, ShaderModel::V6_0],
         Needs::ShaderF16 => vec![ShaderModel::V6_2],
+        Needs::CoopMatrix(_) => return Ok(()),
     };
     for shader_model in shader_models {
         let options = naga::back::hlsl::Options {
@@ -299,15 +363,25 @@ fn to_spirv(
 ) -> Result<(), String> {
     use naga::back::spv::Capability;
     let mut capabilities = vec![Capability::Shader, Capability::ImageQuery];
-    if needs == Needs::ShaderF16 {
+    if needs != Needs::Nothing {
         capabilities.extend([
             Capability::Float16,
             Capability::StorageBuffer16BitAccess,
             Capability::UniformAndStorageBuffer16BitAccess,
         ]);
     }
+    // Subgroup builtins need SPIR-V 1.3.
+    let mut lang_version = (1, 0);
+    if let Needs::CoopMatrix(_) = needs {
+        capabilities.extend([
+            Capability::CooperativeMatrixKHR,
+            Capability::GroupNonUniform,
+            Capability::VulkanMemoryModel,
+        ]);
+        lang_version = (1, 3);
+    }
     let options = naga::back::spv::Options {
-        lang_version: (1, 0),
+        lang_version,
         capabilities: Some(capabilities.into_iter().collect()),
         ..Default::default()
     };
@@ -362,6 +436,7 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
         let name = match needs {
             Needs::Nothing => file.display().to_string(),
             Needs::ShaderF16 => format!("{} (f16)", file.display()),
+            Needs::CoopMatrix(side) => format!("{} ({side}x{side} coop)", file.display()),
         };
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
@@ -375,7 +450,7 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
             .map(|ep| (ep.stage, ep.name.clone()))
             .collect();
         assert!(!entry_points.is_empty(), "{name}: no entry point");
-        for constants in specialisations(&module, file) {
+        for constants in specialisations(&module, file, needs) {
             for (stage, entry_point) in &entry_points {
                 let entry_point = (*stage, entry_point.as_str());
                 let what = format!("{name} `{}` with {constants:?}", entry_point.1);
@@ -386,14 +461,19 @@ fn every_shader_translates_for_metal_dx12_vulkan_and_gl() {
                     &constants,
                 )
                 .unwrap_or_else(|e| panic!("{what}: overrides: {e}"));
-                let over = over_downlevel_limits(&module, &info, entry_point.1);
+                let over = over_downlevel_limits(&module, &info, entry_point.1, needs);
                 failures.extend(over.map(|e| format!("{what}: {e}")));
                 let glsl = match needs {
                     Needs::Nothing => to_glsl(&module, &info, entry_point),
-                    Needs::ShaderF16 => Ok(()),
+                    Needs::ShaderF16 | Needs::CoopMatrix(_) => Ok(()),
+                };
+                // Metal's simdgroup matrices are 8 x 8.
+                let msl = match needs {
+                    Needs::CoopMatrix(16) => Ok(()),
+                    _ => to_msl(&module, &info, entry_point, needs),
                 };
                 for result in [
-                    to_msl(&module, &info, entry_point),
+                    msl,
                     to_hlsl(&module, &info, entry_point, needs),
                     to_spirv(&module, &info, entry_point, needs),
                     glsl,
