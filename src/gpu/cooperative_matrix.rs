@@ -7,6 +7,11 @@ use wgpu::{CooperativeMatrixProperties, CooperativeScalarType};
 
 use super::GemmTile;
 
+/// The environment variable that makes the tests of the cooperative-matrix body fail, instead
+/// of reporting that they have nothing to check, on an adapter without usable cooperative
+/// matrices (.ci/run sets it on the lavapipe of tools/lavapipe-coop/).
+pub const REQUIRE_COOPERATIVE_MATRIX_ENV: &str = "DIFFUSION_WGPU_REQUIRE_COOPERATIVE_MATRIX";
+
 /// Whether [`Precision::Mixed`](super::Precision::Mixed) may run its convolutions on the
 /// adapter's cooperative matrices (`wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX`: Vulkan's
 /// VK_KHR_cooperative_matrix, Metal's simdgroup matrices). Without them, or with

@@ -16,7 +16,7 @@ mod tuning;
 mod variants;
 
 pub use autotune_cache::AutotuneReport;
-pub use cooperative_matrix::{CoopMatrixConfig, CooperativeMatrix};
+pub use cooperative_matrix::{CoopMatrixConfig, CooperativeMatrix, REQUIRE_COOPERATIVE_MATRIX_ENV};
 pub use kernel::{
     Binding, Kernel, KernelSpec, ParamsLayout, SUBGROUP_SIZE_OVERRIDE, WORKGROUP_SIZE,
     WORKGROUP_SIZE_OVERRIDE, WorkgroupSize,

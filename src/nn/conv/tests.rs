@@ -370,6 +370,8 @@ fn mixed_precision_is_the_convolution_of_f16_rounded_operands() {
         let gpu = Gpu::new(&options).unwrap();
         let coop = gpu.cooperative_matrix();
         if cooperative_matrix == CooperativeMatrix::Auto && coop.is_none() {
+            let required = std::env::var_os(crate::gpu::REQUIRE_COOPERATIVE_MATRIX_ENV);
+            assert!(required.is_none(), "no usable cooperative matrices");
             eprintln!("no cooperative matrices on this adapter: their body is not run");
             return;
         }
