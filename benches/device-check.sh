@@ -10,8 +10,10 @@
 #   6. the same cifar10 batches with the shape rule (`--autotune off`) and with the previous
 #   GPU convolution (`--block-size small`), the "before"s of the kernel log, and with the
 #   group norms inside the convolutions (`--norm-in-conv`), 7. cifar10 and the bundled model
-#   with `--precision mixed` (f16 convolution operands; the parity step runs
-#   tests/mixed_precision.rs too). Step limits add up to 8 minutes.
+#   with `--precision mixed` (f16 convolution operands, on the tensor cores where wgpu exposes
+#   cooperative matrices: the bench's model line says which), and cifar10 mixed once more with
+#   `--cooperative-matrix off` (the f16 FMA kernel); the parity step runs
+#   tests/mixed_precision.rs too. Step limits add up to 8 minutes.
 # Every step's output goes under benches/results/device-check-<UTC time>/ (JSON for the
 # benches); a step that fails is reported and the script goes on, exiting 1 at the end.
 #
@@ -67,9 +69,9 @@ bench() {
     fi
 }
 
-step build 155 cargo build --release
+step build 150 cargo build --release
 step info 10 "$BIN" info
-step parity 90 cargo test --release "${TESTS[@]}"
+step parity 80 cargo test --release "${TESTS[@]}"
 if [ ${#LIB_TESTS[@]} -gt 0 ]; then
     step parity-conv 40 cargo test --release "${LIB_TESTS[@]}"
 fi
@@ -95,11 +97,14 @@ bench cifar10-small-blocks 20 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
 # here), against cifar10-autotune-off.
 bench cifar10-norm-in-conv 15 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --autotune off --norm-in-conv
-# Mixed precision (f16 convolution operands), same batches, against the f32 runs above.
-bench cifar10-mixed 35 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+# Mixed precision (f16 convolution operands; cooperative matrices where the adapter has
+# them), same batches, against the f32 runs above; then cifar10 on the f16 FMA kernel.
+bench cifar10-mixed 30 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
-bench bundled-mixed 20 --batch "$BUNDLED_BATCHES" \
+bench bundled-mixed 15 --batch "$BUNDLED_BATCHES" \
     --repeats "$REPEATS" --steps 0 --no-profile --precision mixed
+bench cifar10-mixed-fma 25 --arch ddpm-cifar10-32 --batch "$CIFAR_BATCHES" \
+    --repeats "$REPEATS" --steps 0 --no-profile --precision mixed --cooperative-matrix off
 
 # Optional, outside the 8 minutes (DEVICE_CHECK_SD=1): SD 1.5's conditional U-Net with random
 # weights at 64 x 64 latents, batch 1 and 2 (classifier-free guidance's), with the GPU time

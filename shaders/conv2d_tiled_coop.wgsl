@@ -10,11 +10,15 @@
 // size is fixed, and where THREADS is a multiple of TILE_N, so that each invocation gathers one
 // pixel column of the B tile). K is walked in steps of BK = 16 through two f16 workgroup
 // buffers per operand, one barrier per step: step s + 1 is gathered into one buffer while step
-// s's fragments are multiplied out of the other. A is stored [BK][TILE_M] (element (k, m) at
-// k * TILE_M + m: an A fragment, rows m and columns k, loads column-major with stride TILE_M),
-// B [BK][TILE_N] (element (k, n) at k * TILE_N + n: a B fragment, rows k and columns n, loads
-// row-major with stride TILE_N). Every cooperative operation sits in workgroup-uniform control
-// flow (constant trip counts; only the subgroup's block offsets differ between subgroups).
+// s's fragments are multiplied out of the other. A is stored in rows of a_row = TILE_M + PAD
+// (element (k, m) at k * a_row + m: an A fragment, rows m and columns k, loads column-major
+// with stride a_row), B in rows of b_row = TILE_N + PAD (element (k, n) at k * b_row + n: a B
+// fragment, rows k and columns n, loads row-major with stride b_row). The pad of 8 values (16
+// bytes: Vulkan wants fragment rows and strides 16-byte aligned) starts a fragment's rows in
+// different memory banks instead of all in one (a 64-value f16 row is 128 bytes, the banks'
+// full width).
+// Every cooperative operation sits in workgroup-uniform control flow (constant trip counts;
+// only the subgroup's block offsets differ between subgroups).
 //
 // Epilogue: each of a subgroup's four f32 accumulators is stored, row-major, to the
 // subgroup's FRAG x FRAG slice of `c_tile`, and the subgroup's invocations then store it
@@ -26,27 +30,31 @@ override SUBGROUP_SIZE: u32 = 32u;
 const BLOCK: u32 = 2u * FRAG;
 override THREADS: u32 = (TILE_M / BLOCK) * (TILE_N / BLOCK) * SUBGROUP_SIZE;
 
-// Two buffers of BK rows of TILE_M (A) or TILE_N (B) values, at most 64.
-var<workgroup> a_tile: array<f16, 2048>;
-var<workgroup> b_tile: array<f16, 2048>;
+// Values each tile row is padded by (see the header).
+const PAD: u32 = 8u;
+// Two buffers of BK rows of a_row (A) or b_row (B) values, at most 64 + PAD.
+var<workgroup> a_tile: array<f16, 2304>;
+var<workgroup> b_tile: array<f16, 2304>;
 // One FRAG x FRAG slice per subgroup: TILE_M * TILE_N / 4 values at most.
 var<workgroup> c_tile: array<f32, 1024>;
 
 // Stores K step k0's A and B tiles into buffer `buffer`: this invocation's share of the BK x
 // TILE_M / 4 vec4 of A and of the BK x TILE_N gathered values of B.
 fn stage(k0: u32, m0: u32, buffer: u32, local: u32) {
-    let a_base = buffer * BK * TILE_M;
+    let a_row = TILE_M + PAD;
+    let b_row = TILE_N + PAD;
+    let a_base = buffer * BK * a_row;
     for (var e = local; e < BK * (TILE_M / 4u); e += THREADS) {
         let v = load_a(k0, m0, e);
-        let at = a_base + (e / (TILE_M / 4u)) * TILE_M + (e % (TILE_M / 4u)) * 4u;
+        let at = a_base + (e / (TILE_M / 4u)) * a_row + (e % (TILE_M / 4u)) * 4u;
         a_tile[at] = v.x;
         a_tile[at + 1u] = v.y;
         a_tile[at + 2u] = v.z;
         a_tile[at + 3u] = v.w;
     }
-    let b_base = buffer * BK * TILE_N;
+    let b_base = buffer * BK * b_row;
     for (var e = local; e < BK * TILE_N; e += THREADS) {
-        b_tile[b_base + e] = load_b(k0, e);
+        b_tile[b_base + (e / TILE_N) * b_row + e % TILE_N] = load_b(k0, e);
     }
 }
 
@@ -69,6 +77,8 @@ fn conv2d_tiled(
     let n0 = (tile % p.n_tiles) * TILE_N;
     let first_step = split * p.steps_per_split;
     let steps = min(p.k_steps, first_step + p.steps_per_split) - first_step;
+    let a_row = TILE_M + PAD;
+    let b_row = TILE_N + PAD;
     setup_gather(n0 + local % TILE_N);
     // This subgroup's block within the tile.
     let bm = (subgroup / (TILE_N / BLOCK)) * BLOCK;
@@ -91,12 +101,12 @@ fn conv2d_tiled(
             stage(k0, m0, cur ^ 1u, local);
         }
         for (var kf = 0u; kf < BK; kf += FRAG) {
-            let a_at = cur * BK * TILE_M + kf * TILE_M + bm;
-            let b_at = cur * BK * TILE_N + kf * TILE_N + bn;
-            let a0 = coopLoad<FragA>(&a_tile[a_at], TILE_M);
-            let a1 = coopLoad<FragA>(&a_tile[a_at + FRAG], TILE_M);
-            let b0 = coopLoadT<FragB>(&b_tile[b_at], TILE_N);
-            let b1 = coopLoadT<FragB>(&b_tile[b_at + FRAG], TILE_N);
+            let a_at = cur * BK * a_row + kf * a_row + bm;
+            let b_at = cur * BK * b_row + kf * b_row + bn;
+            let a0 = coopLoad<FragA>(&a_tile[a_at], a_row);
+            let a1 = coopLoad<FragA>(&a_tile[a_at + FRAG], a_row);
+            let b0 = coopLoadT<FragB>(&b_tile[b_at], b_row);
+            let b1 = coopLoadT<FragB>(&b_tile[b_at + FRAG], b_row);
             acc00 = coopMultiplyAdd(a0, b0, acc00);
             acc01 = coopMultiplyAdd(a0, b1, acc01);
             acc10 = coopMultiplyAdd(a1, b0, acc10);

@@ -8,7 +8,9 @@
 //! With [`BlockSize::Tiled`] (the GPU default) every convolution runs instead as a tiled
 //! implicit GEMM ([`tiled`], shaders/conv2d_tiled.wgsl), its weights prepacked at load.
 //! Under [`Precision::Mixed`] every convolution runs as the tiled kernel with f16 operands
-//! ([`precision`]), whatever the kernel set: the register-blocked kernels have no f16 variant.
+//! ([`precision`]), whatever the kernel set: the register-blocked kernels have no f16 variant;
+//! on an adapter with cooperative matrices its K loop runs on them (the tensor cores:
+//! shaders/conv2d_tiled_coop.wgsl), elsewhere on f32 FMAs (shaders/conv2d_tiled_fma.wgsl).
 
 mod autotune;
 mod precision;
