@@ -97,6 +97,31 @@ const BK: u32 = 16u;
 // Invocations per workgroup of conv2d_tiled_reduce.
 const REDUCE_THREADS: u32 = 256u;
 
+// What one workgroup computes: its K split, the first output channel m0 and GEMM column n0 of
+// its tile, and the K steps first_step .. first_step + steps (the decomposition of the header).
+struct TileWork {
+    split: u32,
+    m0: u32,
+    n0: u32,
+    first_step: u32,
+    steps: u32,
+}
+
+// The work of workgroup `wg`, one of m_tiles * n_tiles * split_k.
+fn tile_work(wg: u32) -> TileWork {
+    let tiles = p.m_tiles * p.n_tiles;
+    let split = wg / tiles;
+    let tile = wg % tiles;
+    let first_step = split * p.steps_per_split;
+    return TileWork(
+        split,
+        (tile / p.n_tiles) * TILE_M,
+        (tile % p.n_tiles) * TILE_N,
+        first_step,
+        min(p.k_steps, first_step + p.steps_per_split) - first_step,
+    );
+}
+
 // This invocation's pixel of the B tile it loads (column local % TILE_N): whether it exists,
 // its image and the input coordinates of its tap (0, 0), and its images' bases in both inputs.
 var<private> g_valid: bool;

@@ -67,38 +67,32 @@ fn conv2d_tiled(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let wg = group.y * groups.x + group.x;
-    let tiles = p.m_tiles * p.n_tiles;
-    if (wg >= tiles * p.split_k) {
+    if (wg >= p.m_tiles * p.n_tiles * p.split_k) {
         return;
     }
-    let split = wg / tiles;
-    let tile = wg % tiles;
-    let m0 = (tile / p.n_tiles) * TILE_M;
-    let n0 = (tile % p.n_tiles) * TILE_N;
-    let first_step = split * p.steps_per_split;
-    let steps = min(p.k_steps, first_step + p.steps_per_split) - first_step;
+    let work = tile_work(wg);
     let a_row = TILE_M + PAD;
     let b_row = TILE_N + PAD;
-    setup_gather(n0 + local % TILE_N);
+    setup_gather(work.n0 + local % TILE_N);
     // This subgroup's block within the tile.
     let bm = (subgroup / (TILE_N / BLOCK)) * BLOCK;
     let bn = (subgroup % (TILE_N / BLOCK)) * BLOCK;
 
-    var k0 = first_step * BK;
-    stage(k0, m0, 0u, local);
+    var k0 = work.first_step * BK;
+    stage(k0, work.m0, 0u, local);
     workgroupBarrier();
 
     var acc00 = FragC();
     var acc01 = FragC();
     var acc10 = FragC();
     var acc11 = FragC();
-    for (var s = 0u; s < steps; s++) {
+    for (var s = 0u; s < work.steps; s++) {
         let cur = s & 1u;
         // Gather step s + 1 into the other buffer, last read in step s - 1, before the
         // previous barrier.
-        if (s + 1u < steps) {
+        if (s + 1u < work.steps) {
             k0 += BK;
-            stage(k0, m0, cur ^ 1u, local);
+            stage(k0, work.m0, cur ^ 1u, local);
         }
         for (var kf = 0u; kf < BK; kf += FRAG) {
             let a_at = cur * BK * a_row + kf * a_row + bm;
@@ -115,12 +109,12 @@ fn conv2d_tiled(
         workgroupBarrier();
     }
 
-    let m = m0 + bm;
-    let n = n0 + bn;
-    store_fragment(acc00, subgroup, lane, split, m, n);
-    store_fragment(acc01, subgroup, lane, split, m, n + FRAG);
-    store_fragment(acc10, subgroup, lane, split, m + FRAG, n);
-    store_fragment(acc11, subgroup, lane, split, m + FRAG, n + FRAG);
+    let m = work.m0 + bm;
+    let n = work.n0 + bn;
+    store_fragment(acc00, subgroup, lane, work.split, m, n);
+    store_fragment(acc01, subgroup, lane, work.split, m, n + FRAG);
+    store_fragment(acc10, subgroup, lane, work.split, m + FRAG, n);
+    store_fragment(acc11, subgroup, lane, work.split, m + FRAG, n + FRAG);
 }
 
 // Stores the fragment of output channels m.. and GEMM columns n.. through this subgroup's

@@ -27,17 +27,11 @@ fn conv2d_tiled(
     @builtin(local_invocation_index) local: u32,
 ) {
     let wg = group.y * groups.x + group.x;
-    let tiles = p.m_tiles * p.n_tiles;
-    if (wg >= tiles * p.split_k) {
+    if (wg >= p.m_tiles * p.n_tiles * p.split_k) {
         return;
     }
-    let split = wg / tiles;
-    let tile = wg % tiles;
-    let m0 = (tile / p.n_tiles) * TILE_M;
-    let n0 = (tile % p.n_tiles) * TILE_N;
-    let first_step = split * p.steps_per_split;
-    let steps = min(p.k_steps, first_step + p.steps_per_split) - first_step;
-    setup_gather(n0 + local % TILE_N);
+    let work = tile_work(wg);
+    setup_gather(work.n0 + local % TILE_N);
     let tn = local % (TILE_N / 4u);
     let tm = local / (TILE_N / 4u);
     // Per invocation and K step: A_LOADS vec4 of A (1 or 2), B_LOADS words of B (4 or 8).
@@ -47,11 +41,11 @@ fn conv2d_tiled(
     let b_half = BK * TILE_N;
 
     // Step 0 straight into buffer 0.
-    var k0 = first_step * BK;
-    var ra0 = load_a(k0, m0, local);
+    var k0 = work.first_step * BK;
+    var ra0 = load_a(k0, work.m0, local);
     var ra1 = vec4<Operand>();
     if (a_loads == 2u) {
-        ra1 = load_a(k0, m0, local + THREADS);
+        ra1 = load_a(k0, work.m0, local + THREADS);
     }
     var rb0 = load_b(k0, local);
     var rb1 = load_b(k0, local + THREADS);
@@ -87,15 +81,15 @@ fn conv2d_tiled(
     var acc1 = vec4(0.0);
     var acc2 = vec4(0.0);
     var acc3 = vec4(0.0);
-    for (var s = 0u; s < steps; s++) {
+    for (var s = 0u; s < work.steps; s++) {
         let cur = s & 1u;
-        let more = s + 1u < steps;
+        let more = s + 1u < work.steps;
         // Prefetch step s + 1 into registers; the loads are in flight during the FMAs below.
         if (more) {
             k0 += BK;
-            ra0 = load_a(k0, m0, local);
+            ra0 = load_a(k0, work.m0, local);
             if (a_loads == 2u) {
-                ra1 = load_a(k0, m0, local + THREADS);
+                ra1 = load_a(k0, work.m0, local + THREADS);
             }
             rb0 = load_b(k0, local);
             rb1 = load_b(k0, local + THREADS);
@@ -140,12 +134,12 @@ fn conv2d_tiled(
         workgroupBarrier();
     }
 
-    let co0 = m0 + tm * 4u;
-    let n = n0 + tn;
-    store_pixel(split, co0, n, acc0);
-    store_pixel(split, co0, n + TILE_N / 4u, acc1);
-    store_pixel(split, co0, n + TILE_N / 2u, acc2);
-    store_pixel(split, co0, n + 3u * (TILE_N / 4u), acc3);
+    let co0 = work.m0 + tm * 4u;
+    let n = work.n0 + tn;
+    store_pixel(work.split, co0, n, acc0);
+    store_pixel(work.split, co0, n + TILE_N / 4u, acc1);
+    store_pixel(work.split, co0, n + TILE_N / 2u, acc2);
+    store_pixel(work.split, co0, n + 3u * (TILE_N / 4u), acc3);
 }
 
 // Stores channels co0..co0 + 3 of GEMM column n.

@@ -217,10 +217,10 @@ impl Gpu {
                     | options.precision.required_features()
                     | coop_features,
                 required_limits,
-                // SAFETY: wgpu's experimental features are only enabled for the cooperative
+                // SAFETY: wgpu's experimental features are enabled only for the cooperative
                 // matrices, which only the tiled convolution's cooperative-matrix body uses
-                // (its parity with the f16-operand FMA body is tested wherever an adapter has
-                // them: src/nn/conv/tests.rs).
+                // (held to the f64 convolution of its f16 operands wherever an adapter has
+                // them: src/nn/conv/tests.rs, tests/mixed_precision.rs).
                 experimental_features: match coop {
                     Some(_) => unsafe { wgpu::ExperimentalFeatures::enabled() },
                     None => wgpu::ExperimentalFeatures::disabled(),

@@ -294,6 +294,36 @@ fn run(gpu: &Gpu, case: &Case, data: &Data) -> Vec<f32> {
     run_and_read(gpu, &graph, out.id, out.len())
 }
 
+/// The GPU kernel set with every tile forced, K split each of `splits` ways.
+fn forced_tiles(splits: &'static [u32]) -> impl Iterator<Item = Tuning> {
+    let gpu_tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
+    GemmTile::ALL.into_iter().flat_map(move |tile| {
+        splits.iter().map(move |&split_k| Tuning {
+            conv_tiles: ConvTiles::Fixed { tile, split_k },
+            ..gpu_tuning
+        })
+    })
+}
+
+/// Every case of [`CASES`] on `gpu` with each of `tunings` (the kernels rebuilt for each):
+/// `check(tuning, case, data, output)`.
+fn for_every_case(
+    gpu: Gpu,
+    tunings: impl IntoIterator<Item = Tuning>,
+    mut check: impl FnMut(&Tuning, &Case, &Data, Vec<f32>),
+) {
+    let mut gpu = Some(gpu);
+    for tuning in tunings {
+        let device = gpu.take().unwrap().with_tuning(tuning);
+        for case in CASES {
+            let data = Data::new(case);
+            check(&tuning, case, &data, run(&device, case, &data));
+        }
+        device.wait_idle("conv test").unwrap();
+        gpu = Some(device);
+    }
+}
+
 #[test]
 fn every_kernel_matches_an_f64_convolution_over_odd_shapes() {
     let gpu = Gpu::new(&GpuOptions::default()).unwrap();
@@ -311,30 +341,16 @@ fn every_kernel_matches_an_f64_convolution_over_odd_shapes() {
             ..gpu_tuning
         },
     ];
-    for tile in GemmTile::ALL {
-        for split_k in [1, 2, 3, 8] {
-            tunings.push(Tuning {
-                conv_tiles: ConvTiles::Fixed { tile, split_k },
-                ..gpu_tuning
-            });
-        }
-    }
-    let mut gpu = Some(gpu);
-    for tuning in tunings {
-        let device = gpu.take().unwrap().with_tuning(tuning);
-        for case in CASES {
-            let data = Data::new(case);
-            let error = rel_l2(&run(&device, case, &data), &data.reference(case));
-            assert!(
-                error < 1e-6,
-                "{:?} / {:?}: {case:?}: {error:.2e}",
-                tuning.block_size,
-                tuning.conv_tiles
-            );
-        }
-        device.wait_idle("conv test").unwrap();
-        gpu = Some(device);
-    }
+    tunings.extend(forced_tiles(&[1, 2, 3, 8]));
+    for_every_case(gpu, tunings, |tuning, case, data, got| {
+        let error = rel_l2(&got, &data.reference(case));
+        assert!(
+            error < 1e-6,
+            "{:?} / {:?}: {case:?}: {error:.2e}",
+            tuning.block_size,
+            tuning.conv_tiles
+        );
+    });
 }
 
 impl Data {
@@ -376,30 +392,17 @@ fn mixed_precision_is_the_convolution_of_f16_rounded_operands() {
             return;
         }
         let gpu_tuning = Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu);
-        let mut tunings = vec![Tuning::for_device_type(wgpu::DeviceType::Cpu), gpu_tuning];
-        for tile in GemmTile::ALL {
-            for split_k in [1, 3] {
-                tunings.push(Tuning {
-                    conv_tiles: ConvTiles::Fixed { tile, split_k },
-                    ..gpu_tuning
-                });
-            }
-        }
-        let mut gpu = Some(gpu);
-        for tuning in tunings {
-            let device = gpu.take().unwrap().with_tuning(tuning);
-            for case in CASES {
-                let data = Data::new(case);
-                let got = run(&device, case, &data);
-                let rounded = rel_l2(&got, &data.with_f16_operands().reference(case));
-                let exact = rel_l2(&got, &data.reference(case));
-                let what = format!("{coop:?} {:?}: {case:?}", tuning.conv_tiles);
-                assert!(rounded < 1e-6, "{what}: vs f16 operands {rounded:.2e}");
-                assert!(exact < 2e-3 && exact > 1e-5, "{what}: vs f32 {exact:.2e}");
-            }
-            device.wait_idle("mixed conv test").unwrap();
-            gpu = Some(device);
-        }
+        let cpu_tuning = Tuning::for_device_type(wgpu::DeviceType::Cpu);
+        let tunings = [cpu_tuning, gpu_tuning]
+            .into_iter()
+            .chain(forced_tiles(&[1, 3]));
+        for_every_case(gpu, tunings, |tuning, case, data, got| {
+            let rounded = rel_l2(&got, &data.with_f16_operands().reference(case));
+            let exact = rel_l2(&got, &data.reference(case));
+            let what = format!("{coop:?} {:?}: {case:?}", tuning.conv_tiles);
+            assert!(rounded < 1e-6, "{what}: vs f16 operands {rounded:.2e}");
+            assert!(exact < 2e-3 && exact > 1e-5, "{what}: vs f32 {exact:.2e}");
+        });
         eprintln!("mixed precision, cooperative matrices {coop:?}: every case within 1e-6");
     }
 }
