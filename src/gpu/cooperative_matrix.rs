@@ -112,7 +112,7 @@ impl CoopMatrixConfig {
         ) {
             Ok(config) => Some(config),
             Err(why) => {
-                log::info!("cooperative matrices not used: {why}");
+                log::info!("no usable cooperative matrices: {why}");
                 None
             }
         }

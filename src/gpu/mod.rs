@@ -83,6 +83,8 @@ pub struct Gpu {
     precision: Precision,
     /// The cooperative matrices the mixed-precision convolutions run on, if any.
     coop: Option<CoopMatrixConfig>,
+    /// The cooperative matrices mixed precision would run on, whether or not it does.
+    coop_available: Option<CoopMatrixConfig>,
     kernels: Mutex<HashMap<(&'static str, &'static str), Arc<Kernel>>>,
     errors: Arc<DeviceErrors>,
     pipeline_cache: Option<PipelineCacheFile>,
@@ -202,10 +204,11 @@ impl Gpu {
             .precision
             .check_features(&info.name, adapter.features())?;
         let required_limits = options.limits.clone().unwrap_or_else(|| adapter.limits());
-        let coop = (options.precision == Precision::Mixed
-            && options.cooperative_matrix == CooperativeMatrix::Auto)
-            .then(|| CoopMatrixConfig::for_adapter(&adapter, &required_limits))
-            .flatten();
+        let coop_available = CoopMatrixConfig::for_adapter(&adapter, &required_limits);
+        let coop = coop_available.filter(|_| {
+            options.precision == Precision::Mixed
+                && options.cooperative_matrix == CooperativeMatrix::Auto
+        });
         let coop_features = match coop {
             Some(_) => CoopMatrixConfig::FEATURES,
             None => wgpu::Features::empty(),
@@ -270,6 +273,7 @@ impl Gpu {
             tuning,
             precision: options.precision,
             coop,
+            coop_available,
             adapter_info: Some(info),
             kernels: Mutex::default(),
             errors,
@@ -299,6 +303,7 @@ impl Gpu {
             tuning: Tuning::for_device_type(wgpu::DeviceType::DiscreteGpu),
             precision: Precision::F32,
             coop: None,
+            coop_available: None,
             kernels: Mutex::default(),
             errors: Arc::default(),
             pipeline_cache: None,

@@ -79,6 +79,13 @@ impl Gpu {
         self.coop
     }
 
+    /// The cooperative matrices [`Precision::Mixed`] would run on on this adapter, whether or
+    /// not this device uses them (`None` for [`Gpu::from_device`]). `diffusion-wgpu info`
+    /// prints it.
+    pub fn cooperative_matrix_available(&self) -> Option<super::CoopMatrixConfig> {
+        self.coop_available
+    }
+
     /// Sets the convolutions' precision of a device from [`Gpu::from_device`] (created with
     /// the features [`Precision::required_features`] lists), before any model loads on it.
     /// Fails with [`Error::MissingFeature`](crate::Error::MissingFeature) when the device lacks one.

@@ -123,6 +123,13 @@ fn print_info(gpu: &Gpu) {
         limits.max_compute_invocations_per_workgroup
     );
     println!("features:     {:?}", gpu.device().features());
+    match gpu.cooperative_matrix_available() {
+        Some(config) => println!(
+            "cooperative matrices: {} (used by --precision mixed)",
+            config.describe()
+        ),
+        None => println!("cooperative matrices: none usable"),
+    }
 }
 
 /// The model a command runs, resolved once from `--model` / `--arch`.
