@@ -114,14 +114,17 @@ impl AutotuneCache {
 
     /// The choice for layer shape `key`, if one was made or loaded.
     pub(crate) fn get(&self, key: &str) -> Option<TiledChoice> {
-        super::lock(&self.state).choices.get(key).copied()
+        super::device_errors::lock(&self.state)
+            .choices
+            .get(key)
+            .copied()
     }
 
     /// Keeps `choice` for `key`, made in `seconds` of measuring, and saves the file. The
     /// choices another process saved meanwhile stay in the file as they are (the first
     /// choice saved for a shape is the one every later run reads).
     pub(crate) fn insert(&self, key: String, choice: TiledChoice, seconds: f64) {
-        let mut state = super::lock(&self.state);
+        let mut state = super::device_errors::lock(&self.state);
         state.choices.insert(key, choice);
         state.spent += seconds;
         state.tuned_now += 1;
@@ -148,13 +151,13 @@ impl AutotuneCache {
 
     /// Seconds left of the mode's budget (`None`: no limit).
     pub(crate) fn budget_left(&self) -> Option<f64> {
-        let spent = super::lock(&self.state).spent;
+        let spent = super::device_errors::lock(&self.state).spent;
         self.mode.budget_seconds().map(|budget| budget - spent)
     }
 
     /// Logs once per device that nothing can be measured without timestamps.
     pub(crate) fn note_no_timer(&self) {
-        let mut state = super::lock(&self.state);
+        let mut state = super::device_errors::lock(&self.state);
         if !std::mem::replace(&mut state.no_timer_noted, true) {
             log::info!(
                 "autotune: the device has no timestamp queries inside passes; the tiled \
@@ -165,7 +168,7 @@ impl AutotuneCache {
 
     /// What was chosen so far.
     pub(crate) fn report(&self) -> AutotuneReport {
-        let state = super::lock(&self.state);
+        let state = super::device_errors::lock(&self.state);
         AutotuneReport {
             mode: self.mode,
             choices: state

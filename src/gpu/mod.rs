@@ -3,6 +3,7 @@
 
 mod autotune_cache;
 mod cooperative_matrix;
+mod device_errors;
 mod kernel;
 mod limits;
 mod pipeline_cache;
@@ -34,6 +35,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use autotune_cache::AutotuneCache;
+use device_errors::{DeviceErrors, lock, one_line};
 use pipeline_cache::PipelineCacheFile;
 
 /// How to pick the adapter when [`Gpu::new`] opens its own device.
@@ -91,51 +93,6 @@ pub struct Gpu {
     /// The autotune choices (`None`: [`Autotune::Off`]) and where they are kept.
     autotune: Option<AutotuneCache>,
     autotune_dir: Option<PathBuf>,
-}
-
-/// What wgpu reports outside any error scope (an uncaptured error, the device's loss), kept
-/// until [`Gpu::check`] returns it as an [`Error::Gpu`]: wgpu's default handler panics instead.
-#[derive(Debug, Default)]
-struct DeviceErrors {
-    /// Why the device was lost, once it has been: every later check fails.
-    lost: Mutex<Option<String>>,
-    /// The first uncaptured error since the last check.
-    uncaptured: Mutex<Option<String>>,
-    /// The first kernel that exceeded the device's limits, since the last check.
-    over_limit: Mutex<Option<Error>>,
-}
-
-impl DeviceErrors {
-    /// Installs the recording handlers on `device` (replacing wgpu's panicking default).
-    fn watch(device: &wgpu::Device) -> Arc<Self> {
-        let errors = Arc::new(Self::default());
-        let sink = errors.clone();
-        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
-            log::error!("wgpu: {error}");
-            lock(&sink.uncaptured).get_or_insert_with(|| one_line(&error.to_string()));
-        }));
-        let sink = errors.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            log::error!("wgpu device lost ({reason:?}): {message}");
-            lock(&sink.lost)
-                .get_or_insert_with(|| one_line(&format!("device lost ({reason:?}): {message}")));
-        });
-        errors
-    }
-}
-
-/// Locks `mutex`, also after a panic elsewhere (the data is a plain message slot).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// wgpu's multi-line error reports joined into one line.
-fn one_line(text: &str) -> String {
-    text.split('\n')
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 #[cfg(target_os = "linux")]
