@@ -36,8 +36,8 @@ pub struct CoopMatrixConfig {
 }
 
 impl CoopMatrixConfig {
-    /// The device features the cooperative-matrix body needs: the matrices themselves and
-    /// the subgroup builtins (each subgroup finds its block of fragments by its id).
+    /// The device features the cooperative-matrix body needs: the matrices themselves, the
+    /// subgroup builtins (each subgroup finds its block of fragments by its id) and f16.
     pub const FEATURES: wgpu::Features = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
         .union(wgpu::Features::SUBGROUP)
         .union(wgpu::Features::SHADER_F16);

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// memory as f16, multiplying and accumulating in f32 with an f32 epilogue and f32 output:
 /// the activations between layers, group norms, linear layers, attention and the sampler stay
 /// f32. It needs [`wgpu::Features::SHADER_F16`] and runs the tiled convolution
-/// (shaders/conv2d_tiled.wgsl with its f16 prelude) on both kernel sets.
+/// (shaders/conv2d_tiled.wgsl with its f16 prelude) on both kernel sets, its products on the
+/// adapter's cooperative matrices where it has usable ones
+/// ([`CooperativeMatrix`](super::CooperativeMatrix)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Precision {
     /// f32 everywhere.
